@@ -1,0 +1,178 @@
+//! One error enum for the whole registry. Each variant knows its spec error code, HTTP status and
+//! extra headers; `IntoResponse` writes the spec's `{"errors":[{"code","message","detail"}]}` body.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::storage::DriverError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob unknown to registry")]
+    BlobUnknown(String),
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk that does not start at the session's current offset (416, with the current range).
+    #[error("chunk out of order: the upload is at offset {size}, the chunk starts at {start}")]
+    UploadRangeInvalid {
+        location: String,
+        upload_id: String,
+        size: u64,
+        start: u64,
+    },
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown(String),
+    /// A `Range` request header that no byte of the blob satisfies (416 with `Content-Range: bytes */size`).
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestInvalid(String),
+    #[error("manifest references a manifest or blob unknown to registry")]
+    ManifestBlobUnknown(Vec<String>),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest is larger than the limit of {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest unknown to registry")]
+    ManifestUnknown(String),
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown(String),
+    #[error("provided length did not match content length: {0}")]
+    SizeInvalid(String),
+    #[error("tag invalid: {0}")]
+    TagInvalid(String),
+    #[error("the operation is unsupported: {0}")]
+    Unsupported(String),
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    #[error("method {method} not allowed on {route}")]
+    MethodNotAllowed { method: String, route: &'static str },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BlobUnknown(_) => "BLOB_UNKNOWN",
+            Error::BlobUploadInvalid(_) | Error::UploadRangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
+            Error::BlobUploadUnknown(_) => "BLOB_UPLOAD_UNKNOWN",
+            Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
+            Error::DigestInvalid(_) => "DIGEST_INVALID",
+            Error::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
+            Error::ManifestInvalid(_) | Error::ManifestTooLarge { .. } | Error::TagInvalid(_) => "MANIFEST_INVALID",
+            Error::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
+            Error::NameInvalid(_) => "NAME_INVALID",
+            Error::NameUnknown(_) => "NAME_UNKNOWN",
+            Error::SizeInvalid(_) => "SIZE_INVALID",
+            Error::Unsupported(_) | Error::MethodNotAllowed { .. } | Error::NotFound(_) => "UNSUPPORTED",
+            Error::Internal(_) => "UNKNOWN",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BlobUnknown(_)
+            | Error::BlobUploadUnknown(_)
+            | Error::ManifestUnknown(_)
+            | Error::NameUnknown(_)
+            | Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::UploadRangeInvalid { .. } | Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unsupported(_) | Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            // Spec short descriptions, with our specifics in `detail`.
+            Error::BlobUnknown(_) => "blob unknown to registry".into(),
+            Error::BlobUploadUnknown(_) => "blob upload unknown to registry".into(),
+            Error::ManifestUnknown(_) => "manifest unknown to registry".into(),
+            Error::NameUnknown(_) => "repository name not known to registry".into(),
+            Error::ManifestBlobUnknown(_) => "manifest references a manifest or blob unknown to registry".into(),
+            Error::Internal(_) => "internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn details(&self) -> Vec<Value> {
+        match self {
+            Error::BlobUnknown(d) => vec![json!({ "digest": d })],
+            Error::BlobUploadUnknown(id) => vec![json!({ "uuid": id })],
+            Error::ManifestUnknown(r) => vec![json!({ "reference": r })],
+            Error::NameUnknown(n) => vec![json!({ "name": n })],
+            Error::ManifestBlobUnknown(ds) => ds.iter().map(|d| json!({ "digest": d })).collect(),
+            Error::UploadRangeInvalid { size, start, .. } => vec![json!({ "offset": size, "start": start })],
+            Error::RangeNotSatisfiable { size } => vec![json!({ "size": size })],
+            // Internal causes are logged, never sent.
+            Error::Internal(_) => vec![Value::Null],
+            _ => vec![Value::Null],
+        }
+    }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        match self {
+            Error::UploadRangeInvalid {
+                location,
+                upload_id,
+                size,
+                ..
+            } => {
+                insert(&mut h, header::LOCATION, location);
+                insert(&mut h, "docker-upload-uuid", upload_id);
+                insert(&mut h, header::RANGE, &range_header(*size));
+            }
+            Error::RangeNotSatisfiable { size } => insert(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}")),
+            _ => {}
+        }
+        h
+    }
+}
+
+/// `Range: 0-<last byte>` as Distribution reports it (`0-0` for an empty upload).
+pub fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, k: K, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(k, v);
+    }
+}
+
+impl From<DriverError> for Error {
+    fn from(e: DriverError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let errors: Vec<Value> = self
+            .details()
+            .into_iter()
+            .map(|detail| json!({ "code": self.code(), "message": self.message(), "detail": detail }))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "errors": errors })).expect("json");
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().extend(self.headers());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,48 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::headers::{RangeRequest, parse_range};
+use super::{App, hv};
+use crate::error::{Error, Result};
+use crate::registry::digest::Digest;
+use crate::registry::names::RepoName;
+
+pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMap, head: bool) -> Result<Response> {
+    let info = app.registry.stat_blob(name, digest).await?;
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("docker-content-digest", hv(&digest.to_string()))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, hv(&format!("\"{digest}\"")))
+        .header(header::CACHE_CONTROL, "max-age=31536000");
+    if head {
+        resp = resp.header(header::CONTENT_LENGTH, info.size);
+        return Ok(resp.body(Body::empty()).expect("valid response"));
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match parse_range(range, info.size) {
+        RangeRequest::Full => (StatusCode::OK, 0, info.size),
+        RangeRequest::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size: info.size }),
+    };
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp = resp.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", start, end - 1, info.size),
+        );
+    }
+    let stream = app.registry.open_blob(&info, Some((start, end))).await?;
+    Ok(resp
+        .status(status)
+        .header(header::CONTENT_LENGTH, end - start)
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+pub async fn delete(app: &App, name: &RepoName, digest: &Digest) -> Result<Response> {
+    app.registry.delete_blob(name, digest).await?;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

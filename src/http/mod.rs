@@ -1,0 +1,202 @@
+//! The HTTP surface: one dispatcher for `/v2/...` that parses the path into a [`V2Route`] and
+//! matches (route, method) to a thin handler; the access log; the API-version header.
+
+pub mod blobs;
+pub mod headers;
+pub mod route;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, extract::DefaultBodyLimit};
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::registry::{BodyStream, Registry};
+use route::V2Route;
+
+pub struct App {
+    pub registry: Registry,
+}
+
+pub type AppState = Arc<App>;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(api_version))
+        .layer(middleware::from_fn(access_log))
+        .with_state(app)
+}
+
+/// A header value from text we produced (digests, validated names, numbers).
+pub(crate) fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(crate) fn body_stream(body: Body) -> BodyStream {
+    body.into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed()
+}
+
+async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    match handle(&app, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(app: &App, req: Request) -> Result<Response> {
+    let route = route::parse(req.uri().path())?;
+    let q: HashMap<String, String> = match Query::try_from_uri(req.uri()) {
+        Ok(Query(q)) => q,
+        Err(_) => HashMap::new(),
+    };
+    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    use V2Route::*;
+    match (&route, &method) {
+        (Base, &Method::GET | &Method::HEAD) => Ok(base()),
+        (Blob { name, digest }, &Method::GET) => blobs::get(app, name, digest, h, false).await,
+        (Blob { name, digest }, &Method::HEAD) => blobs::get(app, name, digest, h, true).await,
+        (Blob { name, digest }, &Method::DELETE) => blobs::delete(app, name, digest).await,
+        (UploadStart { name }, &Method::POST) => uploads::start(app, name, &q, h, body).await,
+        (Upload { name, id }, &Method::GET) => uploads::status(app, name, id).await,
+        (Upload { name, id }, &Method::PATCH) => uploads::patch(app, name, id, h, body).await,
+        (Upload { name, id }, &Method::PUT) => uploads::put(app, name, id, &q, h, body).await,
+        (Upload { name, id }, &Method::DELETE) => uploads::cancel(app, name, id).await,
+        (Catalog | Tags { .. } | Manifest { .. } | Referrers { .. }, _) => {
+            Err(Error::Unsupported(format!("{} is not implemented yet", route.kind())))
+        }
+        _ => Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            route: route.kind(),
+        }),
+    }
+}
+
+fn base() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+async fn api_version(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+/// One log line per request, written when the response body has been sent (or dropped), so
+/// the byte count and duration cover the whole transfer.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let bytes_in = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let logged = LoggedBody {
+        inner: body,
+        bytes_out: 0,
+        start,
+        method,
+        path,
+        status,
+        bytes_in,
+        done: false,
+    };
+    Response::from_parts(parts, Body::new(logged))
+}
+
+struct LoggedBody {
+    inner: Body,
+    bytes_out: u64,
+    start: Instant,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    bytes_in: u64,
+    done: bool,
+}
+
+impl LoggedBody {
+    fn log(&mut self, outcome: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        tracing::info!(
+            target: "wharf::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            ms = (self.start.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            outcome,
+            "request"
+        );
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.log("complete"),
+            Poll::Ready(Some(Err(_))) => self.log("body error"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let outcome = if self.inner.is_end_stream() {
+            "complete"
+        } else {
+            "aborted"
+        };
+        self.log(outcome);
+    }
+}

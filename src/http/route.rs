@@ -1,0 +1,172 @@
+//! Parse `/v2/...` paths into a typed route. Repository names contain `/`, so the path is
+//! matched by its suffix (as olareg and Distribution's regexes do) and the name is validated
+//! against the spec grammar before anything touches storage.
+
+use crate::error::{Error, Result};
+use crate::registry::digest::Digest;
+use crate::registry::names::{RepoName, Tag, UploadId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    Tag(Tag),
+    Digest(Digest),
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Tag(t) => t.fmt(f),
+            Reference::Digest(d) => d.fmt(f),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum V2Route {
+    Base,
+    Catalog,
+    Tags { name: RepoName },
+    Manifest { name: RepoName, reference: Reference },
+    Blob { name: RepoName, digest: Digest },
+    UploadStart { name: RepoName },
+    Upload { name: RepoName, id: UploadId },
+    Referrers { name: RepoName, digest: Digest },
+}
+
+impl V2Route {
+    /// A short route template for logs and metrics (never contains user input).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            V2Route::Base => "base",
+            V2Route::Catalog => "catalog",
+            V2Route::Tags { .. } => "tags",
+            V2Route::Manifest { .. } => "manifest",
+            V2Route::Blob { .. } => "blob",
+            V2Route::UploadStart { .. } => "upload_start",
+            V2Route::Upload { .. } => "upload",
+            V2Route::Referrers { .. } => "referrers",
+        }
+    }
+}
+
+fn digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(Error::DigestInvalid)
+}
+
+/// `path` is the raw (still percent-encoded) request path.
+pub fn parse(path: &str) -> Result<V2Route> {
+    let rest = match path.strip_prefix("/v2") {
+        Some("") | Some("/") => return Ok(V2Route::Base),
+        Some(r) => r.strip_prefix('/').ok_or_else(|| Error::NotFound(path.to_owned()))?,
+        None => return Err(Error::NotFound(path.to_owned())),
+    };
+    if rest == "_catalog" {
+        return Ok(V2Route::Catalog);
+    }
+    let name = |n: &str| RepoName::parse(n);
+    if let Some(n) = rest.strip_suffix("/tags/list") {
+        return Ok(V2Route::Tags { name: name(n)? });
+    }
+    if let Some(n) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Ok(V2Route::UploadStart { name: name(n)? });
+    }
+    let (head, last) = rest.rsplit_once('/').ok_or_else(|| Error::NotFound(path.to_owned()))?;
+    if let Some(n) = head.strip_suffix("/blobs/uploads") {
+        let name = name(n)?;
+        let id = UploadId::parse(last).ok_or_else(|| Error::BlobUploadUnknown(last.to_owned()))?;
+        return Ok(V2Route::Upload { name, id });
+    }
+    if let Some(n) = head.strip_suffix("/blobs") {
+        let name = name(n)?;
+        return Ok(V2Route::Blob {
+            name,
+            digest: digest(last)?,
+        });
+    }
+    if let Some(n) = head.strip_suffix("/manifests") {
+        let name = name(n)?;
+        let reference = if last.contains(':') {
+            Reference::Digest(digest(last)?)
+        } else {
+            Reference::Tag(Tag::parse(last).ok_or_else(|| Error::TagInvalid(format!("invalid tag {last:?}")))?)
+        };
+        return Ok(V2Route::Manifest { name, reference });
+    }
+    if let Some(n) = head.strip_suffix("/referrers") {
+        let name = name(n)?;
+        return Ok(V2Route::Referrers {
+            name,
+            digest: digest(last)?,
+        });
+    }
+    Err(Error::NotFound(path.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/v2/").unwrap(), V2Route::Base);
+        assert_eq!(parse("/v2").unwrap(), V2Route::Base);
+        assert_eq!(parse("/v2/_catalog").unwrap(), V2Route::Catalog);
+        assert!(matches!(parse("/v2/a/b/tags/list").unwrap(), V2Route::Tags { name } if name.as_str() == "a/b"));
+        assert!(matches!(
+            parse("/v2/a/blobs/uploads/").unwrap(),
+            V2Route::UploadStart { .. }
+        ));
+        let id = UploadId::new();
+        assert!(matches!(
+            parse(&format!("/v2/a/blobs/uploads/{id}")).unwrap(),
+            V2Route::Upload { .. }
+        ));
+        assert!(
+            matches!(parse(&format!("/v2/x/y/blobs/{D}")).unwrap(), V2Route::Blob { name, .. } if name.as_str() == "x/y")
+        );
+        assert!(matches!(
+            parse("/v2/a/manifests/latest").unwrap(),
+            V2Route::Manifest {
+                reference: Reference::Tag(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&format!("/v2/a/manifests/{D}")).unwrap(),
+            V2Route::Manifest {
+                reference: Reference::Digest(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&format!("/v2/a/referrers/{D}")).unwrap(),
+            V2Route::Referrers { .. }
+        ));
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for p in [
+            "/v2/../blobs/uploads/",
+            "/v2/a/../b/blobs/uploads/",
+            "/v2/%2e%2e/blobs/uploads/",
+            "/v2/Foo/blobs/uploads/",
+            "/v2//a/blobs/uploads/",
+            "/v2/a//b/blobs/uploads/",
+        ] {
+            assert!(matches!(parse(p), Err(Error::NameInvalid(_))), "{p}");
+        }
+        assert!(matches!(parse("/v2/a/blobs/sha256:xyz"), Err(Error::DigestInvalid(_))));
+        assert!(parse("/v2/a/blobs/uploads/../../x").is_err());
+        assert!(matches!(
+            parse("/v2/a/blobs/uploads/not-a-uuid"),
+            Err(Error::BlobUploadUnknown(_))
+        ));
+        assert!(matches!(parse("/v2/a/nothing"), Err(Error::NotFound(_))));
+    }
+}

@@ -1,0 +1,146 @@
+//! Upload endpoints: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, mount),
+//! and `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::headers::parse_content_range;
+use super::{App, body_stream, hv};
+use crate::error::{Error, Result, range_header};
+use crate::registry::digest::{Algorithm, Digest};
+use crate::registry::names::{RepoName, UploadId};
+use crate::registry::uploads::{ChunkInfo, UploadStatus};
+
+fn upload_location(name: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+fn blob_location(name: &RepoName, d: &Digest) -> String {
+    format!("/v2/{name}/blobs/{d}")
+}
+
+/// 202 with the headers every upload response carries.
+fn accepted(name: &RepoName, st: &UploadStatus, status: StatusCode) -> Response {
+    (
+        status,
+        [
+            (header::LOCATION, hv(&upload_location(name, &st.id))),
+            (header::RANGE, hv(&range_header(st.size))),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                hv(st.id.as_str()),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response()
+}
+
+fn created(name: &RepoName, d: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, hv(&blob_location(name, d))),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                hv(&d.to_string()),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response()
+}
+
+fn digest_param(q: &HashMap<String, String>, key: &str) -> Result<Option<Digest>> {
+    q.get(key).map(|s| s.parse().map_err(Error::DigestInvalid)).transpose()
+}
+
+fn chunk_info(headers: &HeaderMap) -> Result<ChunkInfo> {
+    match headers.get(header::CONTENT_RANGE) {
+        None => Ok(ChunkInfo::default()),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| Error::BlobUploadInvalid("Content-Range is not ASCII".into()))?;
+            let (start, len) = parse_content_range(v)?;
+            Ok(ChunkInfo {
+                start: Some(start),
+                len: Some(len),
+            })
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+pub async fn start(
+    app: &App,
+    name: &RepoName,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    if let Some(mount) = digest_param(q, "mount")? {
+        let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
+        if app.registry.mount_blob(name, &mount, from.as_ref()).await?.is_some() {
+            return Ok(created(name, &mount));
+        }
+        // Not mountable: the spec's fallback is a new session (202).
+    } else if let Some(digest) = digest_param(q, "digest")? {
+        let info = app
+            .registry
+            .put_blob(name, &digest, content_length(headers), body_stream(body))
+            .await?;
+        return Ok(created(name, &info.digest));
+    }
+    let alg = match q.get("digest-algorithm") {
+        Some(a) => a.parse::<Algorithm>().map_err(Error::DigestInvalid)?,
+        None => Algorithm::Sha256,
+    };
+    let st = app.registry.start_upload(name, alg).await?;
+    Ok(accepted(name, &st, StatusCode::ACCEPTED))
+}
+
+pub async fn status(app: &App, name: &RepoName, id: &UploadId) -> Result<Response> {
+    let st = app.registry.upload_status(name, id).await?;
+    Ok(accepted(name, &st, StatusCode::NO_CONTENT))
+}
+
+pub async fn patch(app: &App, name: &RepoName, id: &UploadId, headers: &HeaderMap, body: Body) -> Result<Response> {
+    let chunk = chunk_info(headers)?;
+    let location = upload_location(name, id);
+    let st = app
+        .registry
+        .append_upload(name, id, chunk, body_stream(body), &location)
+        .await?;
+    Ok(accepted(name, &st, StatusCode::ACCEPTED))
+}
+
+pub async fn put(
+    app: &App,
+    name: &RepoName,
+    id: &UploadId,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let digest = digest_param(q, "digest")?
+        .ok_or_else(|| Error::DigestInvalid("the closing PUT needs a ?digest= parameter".into()))?;
+    let chunk = chunk_info(headers)?;
+    let location = upload_location(name, id);
+    let info = app
+        .registry
+        .finish_upload(name, id, &digest, chunk, body_stream(body), &location)
+        .await?;
+    Ok(created(name, &info.digest))
+}
+
+pub async fn cancel(app: &App, name: &RepoName, id: &UploadId) -> Result<Response> {
+    app.registry.cancel_upload(name, id).await?;
+    Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

@@ -1,0 +1,16 @@
+//! Wharf: a container image registry speaking the OCI Distribution Specification v1.1.
+//!
+//! Layers, top to bottom (dependencies point down only):
+//! `cli`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
+//! code that knows the storage layout) → `storage` (the driver trait and its implementations).
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod storage;
+
+pub use config::Config;
+pub use server::serve;

@@ -1,0 +1,92 @@
+//! The domain layer: everything a handler can ask of the registry. The only module that knows
+//! the storage layout (through `paths`). It sees the driver, never HTTP types.
+
+pub mod blobs;
+pub mod digest;
+pub mod names;
+pub mod paths;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::{Error, Result};
+use crate::storage::{Driver, StoragePath};
+use digest::Digest;
+
+/// A request body as the domain layer sees it.
+pub type BodyStream = BoxStream<'static, std::result::Result<Bytes, std::io::Error>>;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `storage.delete.enabled`: whether DELETE of blobs and manifests is allowed.
+    pub delete_enabled: bool,
+}
+
+pub struct Registry {
+    driver: Arc<dyn Driver>,
+    opts: Options,
+    /// One async mutex per live upload session: requests on one session run one at a time.
+    sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl Registry {
+    pub fn new(driver: Arc<dyn Driver>, opts: Options) -> Self {
+        Registry {
+            driver,
+            opts,
+            sessions: StdMutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+
+    fn require_delete(&self) -> Result<()> {
+        if self.opts.delete_enabled {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(
+                "deletion is disabled (storage.delete.enabled = false)".into(),
+            ))
+        }
+    }
+
+    /// Read a link file; a link that does not parse as a digest counts as absent (invariant I2).
+    async fn read_link(&self, p: &StoragePath) -> Result<Option<Digest>> {
+        match self.driver.get_content(p).await {
+            Ok(b) => match std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse::<Digest>().ok())
+            {
+                Some(d) => Ok(Some(d)),
+                None => {
+                    tracing::warn!(path = %p, "ignoring a link that does not hold a digest");
+                    Ok(None)
+                }
+            },
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, p: &StoragePath, d: &Digest) -> Result<()> {
+        Ok(self.driver.put_content(p, Bytes::from(d.to_string())).await?)
+    }
+
+    async fn exists(&self, p: &StoragePath) -> Result<bool> {
+        match self.driver.stat(p).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

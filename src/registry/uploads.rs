@@ -1,0 +1,369 @@
+//! Upload sessions, kept in storage so they survive restarts and can move between replicas:
+//! `_uploads/<id>/{startedat, data, hashstates/<alg>/<offset>}`. Bytes are hashed as they
+//! arrive (one pass, no re-read); after every request the data is fsync'd and the hasher's
+//! state is checkpointed at the new offset.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::blobs::BlobInfo;
+use super::digest::{Algorithm, Digest, Hasher};
+use super::names::{RepoName, UploadId};
+use super::{BodyStream, Registry, paths};
+use crate::error::{Error, Result};
+use crate::storage::DriverError;
+
+/// Longest silence between two body frames before a request is given up.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request waits for another request on the same session to finish.
+const SESSION_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct UploadStatus {
+    pub id: UploadId,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// What a chunk request says about its bytes (`Content-Range`, `Content-Length`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkInfo {
+    /// First byte offset claimed by `Content-Range`; must equal the session's current size.
+    pub start: Option<u64>,
+    /// Length the chunk must have (from `Content-Range`).
+    pub len: Option<u64>,
+}
+
+/// A session as loaded from storage: its algorithm, size and a hasher positioned at that size.
+struct Session {
+    alg: Algorithm,
+    size: u64,
+    hasher: Hasher,
+    checkpoints: Vec<u64>,
+}
+
+impl Registry {
+    /// Open a new session. `alg` is the session's digest algorithm (`?digest-algorithm=`).
+    pub async fn start_upload(&self, repo: &RepoName, alg: Algorithm) -> Result<UploadStatus> {
+        let id = UploadId::new();
+        let now = humantime::format_rfc3339(SystemTime::now()).to_string();
+        self.driver
+            .put_content(&paths::upload_startedat(repo, &id), Bytes::from(now))
+            .await?;
+        let initial = Hasher::new(alg).serialize();
+        self.driver
+            .put_content(&paths::upload_hashstate(repo, &id, alg, 0), Bytes::from(initial))
+            .await?;
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        if !self.exists(&paths::upload_startedat(repo, id)).await? {
+            return Err(Error::BlobUploadUnknown(id.to_string()));
+        }
+        let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
+            Ok(fi) => fi.size,
+            Err(e) if e.is_not_found() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(UploadStatus { id: id.clone(), size })
+    }
+
+    /// Append a chunk (PATCH). A chunk that does not start at the current offset is refused
+    /// with 416; one whose length disagrees with its `Content-Range` is rolled back.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: ChunkInfo,
+        body: BodyStream,
+        location: &str,
+    ) -> Result<UploadStatus> {
+        let _guard = self.lock_session(repo, id).await?;
+        let session = self.load_session(repo, id).await?;
+        check_start(&session, chunk, id, location)?;
+        let session = self.write_body(repo, id, session, body, chunk.len).await?;
+        Ok(UploadStatus {
+            id: id.clone(),
+            size: session.size,
+        })
+    }
+
+    /// Close a session (PUT `?digest=`), with an optional last chunk. On a digest mismatch the
+    /// session is discarded and nothing is stored.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        chunk: ChunkInfo,
+        body: BodyStream,
+        location: &str,
+    ) -> Result<BlobInfo> {
+        let _guard = self.lock_session(repo, id).await?;
+        let session = self.load_session(repo, id).await?;
+        check_start(&session, chunk, id, location)?;
+        let session = self.write_body(repo, id, session, body, chunk.len).await?;
+        let data = paths::upload_data(repo, id);
+        let computed = if session.alg == digest.algorithm() {
+            session.hasher.finalize()
+        } else {
+            // The session hashed with another algorithm: hash the data again with the one asked for.
+            self.hash_range(&data, Hasher::new(digest.algorithm()), 0, session.size)
+                .await?
+                .finalize()
+        };
+        if &computed != digest {
+            self.driver.delete(&paths::upload_dir(repo, id)).await?;
+            return Err(Error::DigestInvalid(format!(
+                "the uploaded content has digest {computed}, not {digest}; the upload was discarded"
+            )));
+        }
+        self.commit_blob(repo, digest, &data, session.size).await?;
+        self.driver.delete(&paths::upload_dir(repo, id)).await?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: session.size,
+        })
+    }
+
+    /// Monolithic upload in one request (POST `?digest=` with the body).
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        len: Option<u64>,
+        body: BodyStream,
+    ) -> Result<BlobInfo> {
+        let status = self.start_upload(repo, digest.algorithm()).await?;
+        let chunk = ChunkInfo { start: None, len };
+        let result = self.finish_upload(repo, &status.id, digest, chunk, body, "").await;
+        if result.is_err() {
+            let _ = self.driver.delete(&paths::upload_dir(repo, &status.id)).await;
+        }
+        result
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let _guard = self.lock_session(repo, id).await?;
+        if !self.exists(&paths::upload_startedat(repo, id)).await? {
+            return Err(Error::BlobUploadUnknown(id.to_string()));
+        }
+        Ok(self.driver.delete(&paths::upload_dir(repo, id)).await?)
+    }
+
+    async fn lock_session(&self, repo: &RepoName, id: &UploadId) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        let key = format!("{repo}/{id}");
+        let mutex = {
+            let mut sessions = self.sessions.lock().expect("session map poisoned");
+            if let Some(m) = sessions.get(&key).and_then(|w| w.upgrade()) {
+                m
+            } else {
+                if sessions.len() > 1024 {
+                    sessions.retain(|_, w| w.strong_count() > 0);
+                }
+                let m = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+                sessions.insert(key, std::sync::Arc::downgrade(&m));
+                m
+            }
+        };
+        tokio::time::timeout(SESSION_WAIT, mutex.lock_owned())
+            .await
+            .map_err(|_| Error::BlobUploadInvalid("another request is still writing to this upload".into()))
+    }
+
+    /// Load a session: its size, and a hasher resumed from the newest checkpoint at or below
+    /// that size (hashing any bytes past the checkpoint, which only a crash leaves behind).
+    async fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
+        let unknown = || Error::BlobUploadUnknown(id.to_string());
+        let algs = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Err(unknown()),
+            Err(e) => return Err(e.into()),
+        };
+        let alg: Algorithm = algs.iter().find_map(|a| a.parse().ok()).ok_or_else(unknown)?;
+        let data = paths::upload_data(repo, id);
+        let size = match self.driver.stat(&data).await {
+            Ok(fi) => fi.size,
+            Err(e) if e.is_not_found() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let dir = paths::upload_hashstate(repo, id, alg, 0).parent();
+        let mut checkpoints: Vec<u64> = match self.driver.list(&dir).await {
+            Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        checkpoints.sort_unstable();
+        let mut resumed = None;
+        for &offset in checkpoints.iter().rev().filter(|&&o| o <= size) {
+            match self
+                .driver
+                .get_content(&paths::upload_hashstate(repo, id, alg, offset))
+                .await
+            {
+                Ok(state) => {
+                    if let Some(h) = Hasher::deserialize(alg, &state) {
+                        resumed = Some((offset, h));
+                        break;
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (offset, hasher) = resumed.unwrap_or((0, Hasher::new(alg)));
+        let hasher = if offset < size {
+            tracing::info!(upload = %id, offset, size, "rehashing upload data past the last checkpoint");
+            self.hash_range(&data, hasher, offset, size).await?
+        } else {
+            hasher
+        };
+        Ok(Session {
+            alg,
+            size,
+            hasher,
+            checkpoints,
+        })
+    }
+
+    async fn hash_range(&self, p: &crate::storage::StoragePath, mut h: Hasher, start: u64, end: u64) -> Result<Hasher> {
+        if start == end {
+            return Ok(h);
+        }
+        let mut stream = self.driver.reader(p, Some((start, end))).await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| DriverError::io(p, e))?;
+            h = tokio::task::spawn_blocking(move || {
+                h.update(&chunk);
+                h
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        Ok(h)
+    }
+
+    /// Stream `body` into the session's data file while hashing it on a blocking thread, then make
+    /// it durable and checkpoint the hasher at the new size.
+    async fn write_body(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        session: Session,
+        mut body: BodyStream,
+        expected_len: Option<u64>,
+    ) -> Result<Session> {
+        let Session {
+            alg,
+            size: start,
+            hasher,
+            checkpoints,
+        } = session;
+        let mut writer = self.driver.append_writer(&paths::upload_data(repo, id)).await?;
+        if writer.size() != start {
+            return Err(Error::Internal(format!(
+                "upload {id}: data is {} bytes, expected {start}",
+                writer.size()
+            )));
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let sink = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = writer.write_all(&chunk) {
+                    return (writer, hasher, Err(e));
+                }
+                hasher.update(&chunk);
+            }
+            (writer, hasher, Ok(()))
+        });
+
+        let mut interrupted = None;
+        loop {
+            match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    interrupted = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    interrupted = Some("no body bytes received for 60 s".into());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (writer, hasher, written) = sink.await.map_err(|e| Error::Internal(e.to_string()))?;
+
+        let received = writer.size() - start;
+        let rollback = written.is_err() || (interrupted.is_none() && expected_len.is_some_and(|len| len != received));
+        let (writer, synced) = blocking(move || {
+            let mut writer = writer;
+            let result = if rollback {
+                writer.truncate(start)
+            } else {
+                writer.commit()
+            };
+            (writer, result)
+        })
+        .await?;
+        written?;
+        synced?;
+        if rollback {
+            let len = expected_len.unwrap_or_default();
+            return Err(Error::SizeInvalid(format!(
+                "Content-Range announced {len} bytes but the body had {received}; the chunk was discarded"
+            )));
+        }
+        let size = writer.size();
+        if size != start {
+            let state = Bytes::from(hasher.serialize());
+            self.driver
+                .put_content(&paths::upload_hashstate(repo, id, alg, size), state)
+                .await?;
+            for old in checkpoints.into_iter().filter(|&o| o != size) {
+                self.driver.delete(&paths::upload_hashstate(repo, id, alg, old)).await?;
+            }
+        }
+        if let Some(why) = interrupted {
+            tracing::warn!(upload = %id, kept = size, "upload body interrupted: {why}");
+            return Err(Error::BlobUploadInvalid(format!(
+                "the request body was interrupted: {why}"
+            )));
+        }
+        let checkpoints = vec![size];
+        Ok(Session {
+            alg,
+            size,
+            hasher,
+            checkpoints,
+        })
+    }
+}
+
+fn check_start(session: &Session, chunk: ChunkInfo, id: &UploadId, location: &str) -> Result<()> {
+    match chunk.start {
+        Some(start) if start != session.size => Err(Error::UploadRangeInvalid {
+            location: location.to_owned(),
+            upload_id: id.to_string(),
+            size: session.size,
+            start,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}

@@ -1,0 +1,327 @@
+//! Filesystem driver. Rules (DESIGN §6): small objects are written to a temp file in the same
+//! directory, fsync'd, renamed into place, then the directory is fsync'd; large objects are moved
+//! into place by rename(2) after the writer's `commit` fsync'd them. Reads of large objects use
+//! mmap in bounded windows, so serving a 5 GiB blob keeps the resident set small.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
+
+/// Bytes mapped per window when streaming a blob (and the largest frame handed to hyper).
+const WINDOW: u64 = 4 << 20;
+/// Objects below this size are read into memory instead of being mapped.
+const SMALL: u64 = 64 << 10;
+
+#[derive(Clone)]
+pub struct FsDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    fsync: bool,
+}
+
+impl FsDriver {
+    /// `root` is created if needed. With `fsync = false`, nothing is flushed (tmpfs, benchmarks).
+    pub fn new(root: impl Into<PathBuf>, fsync: bool) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(FsDriver {
+            inner: Arc::new(Inner { root, fsync }),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn full(&self, p: &StoragePath) -> PathBuf {
+        self.inner.root.join(p.as_str())
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, DriverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, DriverError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| DriverError::io("blocking task", io::Error::other(e)))?
+    }
+}
+
+fn map_err(p: &StoragePath, full: &Path, e: io::Error) -> DriverError {
+    if e.kind() == io::ErrorKind::NotFound {
+        DriverError::NotFound(p.clone())
+    } else {
+        DriverError::io(full.display(), e)
+    }
+}
+
+impl Inner {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// `mkdir -p` that fsyncs the parent of every directory it creates.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    self.sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn atomic_write(&self, full: &Path, data: &[u8]) -> io::Result<()> {
+        let dir = full.parent().expect("storage paths have a parent");
+        self.create_dirs(dir)?;
+        let name = full.file_name().expect("storage paths have a name").to_string_lossy();
+        let tmp = dir.join(format!("{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, full)?;
+            self.sync_dir(dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Driver for FsDriver {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError> {
+        let full = self.full(p);
+        match tokio::fs::read(&full).await {
+            Ok(v) => Ok(Bytes::from(v)),
+            Err(e) => Err(map_err(p, &full, e)),
+        }
+    }
+
+    async fn put_content(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
+        let full = self.full(p);
+        self.blocking(move |inner| {
+            inner
+                .atomic_write(&full, &data)
+                .map_err(|e| DriverError::io(full.display(), e))
+        })
+        .await
+    }
+
+    async fn stat(&self, p: &StoragePath) -> Result<FileInfo, DriverError> {
+        let full = self.full(p);
+        let md = tokio::fs::metadata(&full).await.map_err(|e| map_err(p, &full, e))?;
+        Ok(FileInfo {
+            size: md.len(),
+            modified: md.modified().map_err(|e| DriverError::io(full.display(), e))?,
+            is_dir: md.is_dir(),
+        })
+    }
+
+    async fn list(&self, p: &StoragePath) -> Result<Vec<String>, DriverError> {
+        let full = self.full(p);
+        let path = p.clone();
+        self.blocking(move |_| {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(&full).map_err(|e| map_err(&path, &full, e))? {
+                let entry = entry.map_err(|e| DriverError::io(full.display(), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.contains(".tmp-") {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn reader(&self, p: &StoragePath, range: Option<(u64, u64)>) -> Result<ByteStream, DriverError> {
+        let full = self.full(p);
+        let path = p.clone();
+        let (file, start, end) = self
+            .blocking(move |_| {
+                let file = File::open(&full).map_err(|e| map_err(&path, &full, e))?;
+                let size = file.metadata().map_err(|e| DriverError::io(full.display(), e))?.len();
+                let (start, end) = range.unwrap_or((0, size));
+                if start > end || end > size {
+                    return Err(DriverError::InvalidRange);
+                }
+                Ok((file, start, end))
+            })
+            .await?;
+        let len = end - start;
+        if len <= SMALL {
+            // One read for small objects: cheaper than setting up a mapping.
+            let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+                let mut file = file;
+                let mut buf = vec![0u8; len as usize];
+                file.seek(SeekFrom::Start(start))?;
+                file.read_exact(&mut buf)?;
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| DriverError::io("blocking task", io::Error::other(e)))?
+            .map_err(|e| DriverError::io(p, e))?;
+            return Ok(futures::stream::once(async move { Ok(bytes) }).boxed());
+        }
+        let file = Arc::new(file);
+        // Windows are aligned to WINDOW (a multiple of the page size) so each mmap offset is valid.
+        let stream = futures::stream::unfold(start, move |pos| {
+            let file = file.clone();
+            async move {
+                if pos >= end {
+                    return None;
+                }
+                let window_start = pos - pos % WINDOW;
+                let window_end = (window_start + WINDOW).min(end);
+                let result = tokio::task::spawn_blocking(move || map_window(&file, window_start, window_end, pos))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)));
+                Some((result, window_end))
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn append_writer(&self, p: &StoragePath) -> Result<Box<dyn BlobWriter>, DriverError> {
+        let full = self.full(p);
+        self.blocking(move |inner| {
+            let open = |full: &Path| -> io::Result<(File, u64)> {
+                inner.create_dirs(full.parent().expect("storage paths have a parent"))?;
+                let file = OpenOptions::new().create(true).append(true).open(full)?;
+                let size = file.metadata()?.len();
+                Ok((file, size))
+            };
+            let (file, size) = open(&full).map_err(|e| DriverError::io(full.display(), e))?;
+            Ok(Box::new(FsWriter {
+                file,
+                size,
+                path: full,
+                fsync: inner.fsync,
+            }) as Box<dyn BlobWriter>)
+        })
+        .await
+    }
+
+    async fn move_(&self, from: &StoragePath, to: &StoragePath) -> Result<(), DriverError> {
+        let (src, dst) = (self.full(from), self.full(to));
+        let from = from.clone();
+        self.blocking(move |inner| {
+            let dir = dst.parent().expect("storage paths have a parent");
+            inner.create_dirs(dir).map_err(|e| DriverError::io(dir.display(), e))?;
+            fs::rename(&src, &dst).map_err(|e| map_err(&from, &src, e))?;
+            inner.sync_dir(dir).map_err(|e| DriverError::io(dir.display(), e))
+        })
+        .await
+    }
+
+    async fn delete(&self, p: &StoragePath) -> Result<(), DriverError> {
+        let full = self.full(p);
+        self.blocking(move |inner| {
+            let result = match fs::symlink_metadata(&full) {
+                Ok(md) if md.is_dir() => fs::remove_dir_all(&full),
+                Ok(_) => fs::remove_file(&full),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(parent) = full.parent() {
+                        let _ = inner.sync_dir(parent);
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(DriverError::io(full.display(), e)),
+            }
+        })
+        .await
+    }
+}
+
+/// Map `[window_start, window_end)` and hand out the part from `pos`. The mapping is owned by
+/// the returned `Bytes` and unmapped when hyper has written it, so at most a few windows are
+/// resident at once.
+fn map_window(file: &File, window_start: u64, window_end: u64, pos: u64) -> io::Result<Bytes> {
+    // SAFETY: blob data files are immutable once renamed into place (invariant I1): nothing in
+    // Wharf truncates or rewrites them, and an unlinked file stays mapped until the map drops.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(window_start)
+            .len((window_end - window_start) as usize)
+            .map(file)?
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let bytes = Bytes::from_owner(map);
+    Ok(bytes.slice((pos - window_start) as usize..))
+}
+
+struct FsWriter {
+    file: File,
+    size: u64,
+    path: PathBuf,
+    fsync: bool,
+}
+
+impl BlobWriter for FsWriter {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), DriverError> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| DriverError::io(self.path.display(), e))?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), DriverError> {
+        self.file
+            .set_len(len)
+            .map_err(|e| DriverError::io(self.path.display(), e))?;
+        self.size = len;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), DriverError> {
+        if self.fsync {
+            self.file
+                .sync_data()
+                .map_err(|e| DriverError::io(self.path.display(), e))?;
+        }
+        Ok(())
+    }
+}

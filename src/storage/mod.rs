@@ -1,0 +1,117 @@
+//! The storage driver: a small key/object API in the style of Distribution's `storagedriver.go`.
+//!
+//! Everything above this module addresses storage through [`StoragePath`] values that only
+//! `registry::paths` builds from validated names, so no request can reach outside the root.
+//! Implementations: [`fs::FsDriver`] (the embedded default). An object-store driver comes later
+//! behind the same trait.
+
+pub mod fs;
+
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// A relative, `/`-separated key under the storage root. Built only by `registry::paths`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoragePath(String);
+
+impl StoragePath {
+    /// Callers must only pass components that were validated against the spec grammars.
+    pub(crate) fn from_validated(s: String) -> Self {
+        debug_assert!(!s.starts_with('/') && !s.split('/').any(|c| c.is_empty() || c == ".." || c == "."));
+        StoragePath(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The directory that holds this key (the root's own parent is the root).
+    pub fn parent(&self) -> StoragePath {
+        StoragePath(self.0[..self.0.rfind('/').unwrap_or(0)].to_owned())
+    }
+    pub fn join(&self, component: &str) -> StoragePath {
+        StoragePath::from_validated(format!("{}/{}", self.0, component))
+    }
+}
+
+impl fmt::Debug for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+impl fmt::Display for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("not found: {0}")]
+    NotFound(StoragePath),
+    #[error("invalid range")]
+    InvalidRange,
+    #[error("storage i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        DriverError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DriverError::NotFound(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
+/// A stream of body chunks read from storage.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// The storage backend. Dyn-safe so the backend is chosen at runtime.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Read a small object whole (links, hash states, manifests).
+    async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError>;
+    /// Atomically replace a small object; durable when this returns.
+    async fn put_content(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError>;
+    async fn stat(&self, p: &StoragePath) -> Result<FileInfo, DriverError>;
+    /// Names of the direct children of a directory, sorted. `NotFound` when it does not exist.
+    async fn list(&self, p: &StoragePath) -> Result<Vec<String>, DriverError>;
+    /// Stream `range` (start, end exclusive) or the whole object.
+    async fn reader(&self, p: &StoragePath, range: Option<(u64, u64)>) -> Result<ByteStream, DriverError>;
+    /// Open (creating if needed) an object for appending. The writer is blocking: use it from
+    /// `spawn_blocking`, where hashing happens beside the write.
+    async fn append_writer(&self, p: &StoragePath) -> Result<Box<dyn BlobWriter>, DriverError>;
+    /// Atomically move an object into place (creating parents); durable when this returns.
+    async fn move_(&self, from: &StoragePath, to: &StoragePath) -> Result<(), DriverError>;
+    /// Delete an object or a whole directory tree. Deleting what is absent is not an error.
+    async fn delete(&self, p: &StoragePath) -> Result<(), DriverError>;
+}
+
+/// A blocking, append-only writer for upload data.
+pub trait BlobWriter: Send {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), DriverError>;
+    /// Current size of the object, including what this writer appended.
+    fn size(&self) -> u64;
+    /// Cut the object back to `len` bytes (used to roll back a rejected chunk).
+    fn truncate(&mut self, len: u64) -> Result<(), DriverError>;
+    /// Make everything written so far durable.
+    fn commit(&mut self) -> Result<(), DriverError>;
+}
