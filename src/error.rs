@@ -44,6 +44,8 @@ pub enum Error {
     SizeInvalid(String),
     #[error("tag invalid: {0}")]
     TagInvalid(String),
+    #[error("invalid pagination: {0}")]
+    PaginationInvalid(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     #[error("no such endpoint: {0}")]
@@ -68,7 +70,10 @@ impl Error {
             Error::NameInvalid(_) => "NAME_INVALID",
             Error::NameUnknown(_) => "NAME_UNKNOWN",
             Error::SizeInvalid(_) => "SIZE_INVALID",
-            Error::Unsupported(_) | Error::MethodNotAllowed { .. } | Error::NotFound(_) => "UNSUPPORTED",
+            Error::Unsupported(_)
+            | Error::MethodNotAllowed { .. }
+            | Error::NotFound(_)
+            | Error::PaginationInvalid(_) => "UNSUPPORTED",
             Error::Internal(_) => "UNKNOWN",
         }
     }

@@ -3,6 +3,8 @@
 
 pub mod blobs;
 pub mod headers;
+pub mod listing;
+pub mod manifests;
 pub mod route;
 pub mod uploads;
 
@@ -77,9 +79,13 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Upload { name, id }, &Method::PATCH) => uploads::patch(app, name, id, h, body).await,
         (Upload { name, id }, &Method::PUT) => uploads::put(app, name, id, &q, h, body).await,
         (Upload { name, id }, &Method::DELETE) => uploads::cancel(app, name, id).await,
-        (Catalog | Tags { .. } | Manifest { .. } | Referrers { .. }, _) => {
-            Err(Error::Unsupported(format!("{} is not implemented yet", route.kind())))
-        }
+        (Manifest { name, reference }, &Method::GET) => manifests::get(app, name, reference, h, false).await,
+        (Manifest { name, reference }, &Method::HEAD) => manifests::get(app, name, reference, h, true).await,
+        (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, h, body).await,
+        (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
+        (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
+        (Catalog, &Method::GET | &Method::HEAD) => listing::catalog(app, &q).await,
+        (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, &q).await,
         _ => Err(Error::MethodNotAllowed {
             method: method.to_string(),
             route: route.kind(),

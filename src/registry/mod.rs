@@ -3,6 +3,8 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod listing;
+pub mod manifests;
 pub mod names;
 pub mod paths;
 pub mod uploads;
@@ -31,6 +33,8 @@ pub struct Registry {
     opts: Options,
     /// One async mutex per live upload session: requests on one session run one at a time.
     sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Striped per-repository locks ordering tag changes within this process.
+    repo_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -39,6 +43,7 @@ impl Registry {
             driver,
             opts,
             sessions: StdMutex::new(HashMap::new()),
+            repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -48,6 +53,15 @@ impl Registry {
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
+    }
+
+    async fn repo_lock(&self, repo: &names::RepoName) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repo.hash(&mut h);
+        self.repo_locks[(h.finish() % self.repo_locks.len() as u64) as usize]
+            .lock()
+            .await
     }
 
     fn require_delete(&self) -> Result<()> {

@@ -1,0 +1,109 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use super::route::Reference;
+use super::{App, hv};
+use crate::error::{Error, Result};
+use crate::registry::names::RepoName;
+
+/// Manifests larger than this are refused with 413 (as Distribution's 4 MiB default).
+pub const MANIFEST_LIMIT: usize = 4 << 20;
+
+pub async fn get(
+    app: &App,
+    name: &RepoName,
+    reference: &Reference,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    let digest = match reference {
+        Reference::Digest(d) => d.clone(),
+        Reference::Tag(t) => app.registry.resolve_tag(name, t).await?,
+    };
+    let m = app.registry.get_manifest(name, &digest).await?;
+    let etag = format!("\"{}\"", m.digest);
+    let resp = Response::builder()
+        .header(header::CONTENT_TYPE, hv(&m.media_type))
+        .header("docker-content-digest", hv(&m.digest.to_string()))
+        .header(header::ETAG, hv(&etag));
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t == etag || t.trim_matches('"') == m.digest.to_string())
+        });
+    if matches {
+        return Ok(resp
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    let resp = resp.header(header::CONTENT_LENGTH, m.bytes.len());
+    let body = if head { Body::empty() } else { Body::from(m.bytes) };
+    Ok(resp.body(body).expect("valid response"))
+}
+
+pub async fn put(
+    app: &App,
+    name: &RepoName,
+    reference: &Reference,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|l| l > MANIFEST_LIMIT as u64) {
+        return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(4096).min(MANIFEST_LIMIT as u64) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::ManifestInvalid(format!("reading the body failed: {e}")))?;
+        if buf.len() + chunk.len() > MANIFEST_LIMIT {
+            return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let (tag, digest) = match reference {
+        Reference::Tag(t) => (Some(t), None),
+        Reference::Digest(d) => (None, Some(d)),
+    };
+    let out = app
+        .registry
+        .put_manifest(name, tag, digest, content_type, buf.into())
+        .await?;
+    let mut resp = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", out.digest))),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                hv(&out.digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = out.subject {
+        resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
+    }
+    Ok(resp)
+}
+
+pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response> {
+    match reference {
+        Reference::Digest(d) => app.registry.delete_manifest(name, d).await?,
+        Reference::Tag(t) => app.registry.delete_tag(name, t).await?,
+    }
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

@@ -1,0 +1,100 @@
+//! Tags list and catalog, with `n`/`last` pagination.
+
+use std::cmp::Ordering;
+
+use super::names::RepoName;
+use super::{Registry, paths};
+use crate::error::{Error, Result};
+use crate::storage::StoragePath;
+
+/// One page: the entries, and whether more remain after them.
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+/// Take up to `n` items strictly after `last`, from `items` sorted by `cmp`.
+fn paginate(items: Vec<String>, last: Option<&str>, n: Option<usize>, cmp: fn(&str, &str) -> Ordering) -> Page {
+    let mut rest: Vec<String> = match last {
+        Some(l) => items.into_iter().filter(|i| cmp(i, l) == Ordering::Greater).collect(),
+        None => items,
+    };
+    let more = n.is_some_and(|n| n > 0 && rest.len() > n);
+    if let Some(n) = n {
+        rest.truncate(n);
+    }
+    Page { items: rest, more }
+}
+
+/// Distribution's catalog order: component by component, so `a/b` sorts before `a-b`.
+pub fn path_order(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+impl Registry {
+    pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+        if !self.repo_exists(repo).await? {
+            return Err(Error::NameUnknown(repo.to_string()));
+        }
+        let tags = self
+            .all_tags(repo)
+            .await?
+            .into_iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        Ok(paginate(tags, last, n, |a, b| a.cmp(b)))
+    }
+
+    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+        let mut repos = Vec::new();
+        let mut stack: Vec<(StoragePath, String)> = vec![(paths::repositories(), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let children = match self.driver.list(&dir).await {
+                Ok(c) => c,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if !name.is_empty() && children.iter().any(|c| c == "_manifests") {
+                repos.push(name.clone());
+            }
+            for c in children.iter().filter(|c| !c.starts_with('_')) {
+                let child = if name.is_empty() {
+                    c.clone()
+                } else {
+                    format!("{name}/{c}")
+                };
+                // Only names that are valid repository names can be repositories.
+                if RepoName::parse(&child).is_ok() {
+                    stack.push((dir.join(c), child));
+                }
+            }
+        }
+        repos.sort_by(|a, b| path_order(a, b));
+        Ok(paginate(repos, last, n, path_order))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn pages() {
+        let all = s(&["a", "b", "c"]);
+        let p = paginate(all.clone(), None, Some(2), |a, b| a.cmp(b));
+        assert_eq!((p.items, p.more), (s(&["a", "b"]), true));
+        let p = paginate(all.clone(), Some("b"), Some(2), |a, b| a.cmp(b));
+        assert_eq!((p.items, p.more), (s(&["c"]), false));
+        let p = paginate(all.clone(), Some("bb"), None, |a, b| a.cmp(b));
+        assert_eq!(p.items, s(&["c"]));
+        let p = paginate(all.clone(), None, Some(0), |a, b| a.cmp(b));
+        assert_eq!((p.items.len(), p.more), (0, false));
+        let p = paginate(all, Some("z"), Some(5), |a, b| a.cmp(b));
+        assert!(p.items.is_empty() && !p.more);
+        assert_eq!(path_order("a/b", "a-b"), Ordering::Less);
+    }
+}

@@ -1,0 +1,438 @@
+//! Manifests: exact bytes stored content-addressed beside the blobs, linked into a repository by
+//! a revision link; tags are `current/link` files replaced atomically; manifests with a
+//! `subject` are indexed under `_referrers/` so the referrers API never scans the repository.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::Registry;
+use super::digest::{Algorithm, Digest};
+use super::names::{RepoName, Tag};
+use super::paths;
+use crate::error::{Error, Result};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_SCHEMA1: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+/// Layers a registry is not expected to hold (pushed elsewhere or never).
+const NON_DISTRIBUTABLE: &[&str] = &[
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+];
+
+/// The fields of any manifest or index that the registry needs; everything else is kept only
+/// in the stored bytes, which are served back exactly.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyManifest {
+    schema_version: Option<serde_json::Value>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    manifests: Option<Vec<RawDescriptor>>,
+    subject: Option<RawDescriptor>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: Option<String>,
+    digest: String,
+    size: i64,
+}
+
+/// A descriptor as the referrers API lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What a parsed, validated manifest refers to.
+#[derive(Debug)]
+pub struct ManifestInfo {
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// config and layers: blobs that must be in the repository
+    pub blobs: Vec<Digest>,
+    /// index children: manifests that must be in the repository
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub is_index: bool,
+}
+
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::ManifestInvalid(msg.into())
+}
+
+/// Strip parameters (`; charset=…`) and whitespace from a Content-Type.
+fn bare_type(ct: &str) -> &str {
+    ct.split(';').next().unwrap_or("").trim()
+}
+
+/// Parse and validate a manifest. `content_type` is the request's, if any.
+pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<ManifestInfo> {
+    let ct = content_type.map(bare_type).filter(|c| !c.is_empty());
+    if let Some(ct) = ct
+        && DOCKER_SCHEMA1.contains(&ct)
+    {
+        return Err(invalid(
+            "Docker schema 1 manifests are not supported; push schema 2 or OCI",
+        ));
+    }
+    let m: AnyManifest = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    match &m.schema_version {
+        Some(v) if v.as_i64() == Some(2) => {}
+        Some(v) if v.as_i64() == Some(1) => {
+            return Err(invalid(
+                "Docker schema 1 manifests are not supported; push schema 2 or OCI",
+            ));
+        }
+        Some(v) => return Err(invalid(format!("unsupported schemaVersion {v}"))),
+        None => return Err(invalid("schemaVersion is missing")),
+    }
+    let ct = ct.filter(|c| *c != "application/octet-stream" && *c != "application/json");
+    if let (Some(mt), Some(ct)) = (&m.media_type, ct)
+        && mt != ct
+    {
+        return Err(invalid(format!(
+            "the payload's mediaType {mt:?} does not match the Content-Type {ct:?}"
+        )));
+    }
+    let media_type = match (m.media_type.as_deref(), ct) {
+        (Some(mt), _) => mt.to_owned(),
+        (None, Some(ct)) => ct.to_owned(),
+        (None, None) if m.manifests.is_some() => OCI_INDEX.to_owned(),
+        (None, None) => OCI_MANIFEST.to_owned(),
+    };
+    let descriptor_digest = |d: &RawDescriptor, field: &str| -> Result<Digest> {
+        if d.size < 0 {
+            return Err(invalid(format!("{field}: negative size")));
+        }
+        d.digest.parse().map_err(|e| invalid(format!("{field}: {e}")))
+    };
+    let subject = m
+        .subject
+        .as_ref()
+        .map(|s| descriptor_digest(s, "subject"))
+        .transpose()?;
+    let mut blobs = Vec::new();
+    let mut children = Vec::new();
+    let is_index = match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let config = m
+                .config
+                .as_ref()
+                .ok_or_else(|| invalid("an image manifest needs a config"))?;
+            blobs.push(descriptor_digest(config, "config")?);
+            let layers = m
+                .layers
+                .as_ref()
+                .ok_or_else(|| invalid("an image manifest needs a layers array"))?;
+            for (i, l) in layers.iter().enumerate() {
+                let d = descriptor_digest(l, &format!("layers[{i}]"))?;
+                if !l.media_type.as_deref().is_some_and(|t| NON_DISTRIBUTABLE.contains(&t)) {
+                    blobs.push(d);
+                }
+            }
+            false
+        }
+        OCI_INDEX | DOCKER_LIST => {
+            let list = m
+                .manifests
+                .as_ref()
+                .ok_or_else(|| invalid("an index needs a manifests array"))?;
+            for (i, c) in list.iter().enumerate() {
+                children.push(descriptor_digest(c, &format!("manifests[{i}]"))?);
+            }
+            true
+        }
+        other if DOCKER_SCHEMA1.contains(&other) => {
+            return Err(invalid(
+                "Docker schema 1 manifests are not supported; push schema 2 or OCI",
+            ));
+        }
+        other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
+    };
+    // The spec's artifactType rule for referrers: the manifest's own, else an image's config type.
+    let artifact_type = m.artifact_type.clone().filter(|a| !a.is_empty()).or_else(|| {
+        if is_index {
+            None
+        } else {
+            m.config.as_ref().and_then(|c| c.media_type.clone())
+        }
+    });
+    Ok(ManifestInfo {
+        media_type,
+        artifact_type,
+        annotations: m.annotations,
+        blobs,
+        children,
+        subject,
+        is_index,
+    })
+}
+
+impl Registry {
+    /// Whether the repository exists at all (for NAME_UNKNOWN versus MANIFEST_UNKNOWN).
+    pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        self.exists(&paths::repo(repo).join("_manifests")).await
+    }
+
+    async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
+        match self.repo_exists(repo).await {
+            Ok(false) => Error::NameUnknown(repo.to_string()),
+            _ => Error::ManifestUnknown(reference.to_owned()),
+        }
+    }
+
+    pub async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
+        match self.read_link(&paths::tag_current(repo, tag)).await? {
+            Some(d) => Ok(d),
+            None => Err(self.manifest_unknown(repo, tag.as_str()).await),
+        }
+    }
+
+    /// A manifest of the repository, by digest.
+    pub async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> Result<StoredManifest> {
+        if self.read_link(&paths::revision_link(repo, d)).await?.as_ref() != Some(d) {
+            return Err(self.manifest_unknown(repo, &d.to_string()).await);
+        }
+        let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = parse_manifest(&bytes, None)
+            .map(|m| m.media_type)
+            .unwrap_or_else(|_| OCI_MANIFEST.into());
+        Ok(StoredManifest {
+            digest: d.clone(),
+            media_type,
+            bytes,
+        })
+    }
+
+    /// Store a manifest under a tag (`tag = Some`) or by digest (`url_digest = Some`).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        url_digest: Option<&Digest>,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutOutcome> {
+        let alg = url_digest.map_or(Algorithm::Sha256, |d| d.algorithm());
+        let digest = Digest::of(alg, &bytes);
+        if let Some(expected) = url_digest
+            && expected != &digest
+        {
+            return Err(Error::DigestInvalid(format!(
+                "the manifest's digest is {digest}, not {expected}"
+            )));
+        }
+        let info = parse_manifest(&bytes, content_type)?;
+
+        let mut missing = Vec::new();
+        for b in &info.blobs {
+            if self.read_link(&paths::layer_link(repo, b)).await?.as_ref() != Some(b)
+                || self.stat_cas(b).await?.is_none()
+            {
+                missing.push(b.to_string());
+            }
+        }
+        for c in &info.children {
+            if self.read_link(&paths::revision_link(repo, c)).await?.as_ref() != Some(c) {
+                missing.push(c.to_string());
+            }
+        }
+        if !missing.is_empty() {
+            missing.dedup();
+            return Err(Error::ManifestBlobUnknown(missing));
+        }
+
+        // Order (invariant I3): bytes, revision link, referrer entry, tag.
+        let data = paths::blob_data(&digest);
+        if self.stat_cas(&digest).await?.is_none() {
+            self.driver.put_content(&data, bytes).await?;
+        }
+        self.write_link(&paths::revision_link(repo, &digest), &digest).await?;
+        if let Some(subject) = &info.subject {
+            self.write_link(&paths::referrer_link(repo, subject, &digest), &digest)
+                .await?;
+        }
+        if let Some(tag) = tag {
+            let _g = self.repo_lock(repo).await;
+            self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
+                .await?;
+            self.write_link(&paths::tag_current(repo, tag), &digest).await?;
+        }
+        Ok(PutOutcome {
+            digest,
+            subject: info.subject,
+        })
+    }
+
+    /// Delete a manifest and every tag pointing at it. Its bytes stay until garbage collection.
+    pub async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        self.require_delete()?;
+        let m = self.get_manifest(repo, d).await?;
+        let _g = self.repo_lock(repo).await;
+        for tag in self.all_tags(repo).await? {
+            if self.read_link(&paths::tag_current(repo, &tag)).await?.as_ref() == Some(d) {
+                self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
+            }
+        }
+        if let Ok(info) = parse_manifest(&m.bytes, None)
+            && let Some(subject) = info.subject
+        {
+            self.driver
+                .delete(&paths::referrer_link(repo, &subject, d).parent())
+                .await?;
+        }
+        self.driver.delete(&paths::revision_link(repo, d).parent()).await?;
+        Ok(())
+    }
+
+    /// Delete a tag only; the manifest stays reachable by digest.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        self.require_delete()?;
+        let _g = self.repo_lock(repo).await;
+        self.resolve_tag(repo, tag).await?;
+        self.driver.delete(&paths::tag_dir(repo, tag)).await?;
+        Ok(())
+    }
+
+    /// Every tag of a repository, sorted.
+    pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
+        match self.driver.list(&paths::tags_dir(repo)).await {
+            Ok(names) => Ok(names.iter().filter_map(|n| Tag::parse(n)).collect()),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, as descriptors, optionally filtered by
+    /// artifactType.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        let dir = paths::referrers_dir(repo, subject);
+        let mut out = Vec::new();
+        let algs = match self.driver.list(&dir).await {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for alg in algs {
+            let Ok(alg) = alg.parse::<Algorithm>() else { continue };
+            let hexes = match self.driver.list(&dir.join(alg.as_str())).await {
+                Ok(h) => h,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for hex in hexes {
+                let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
+                    continue;
+                };
+                let m = match self.get_manifest(repo, &d).await {
+                    Ok(m) => m,
+                    Err(Error::ManifestUnknown(_) | Error::NameUnknown(_)) => continue, // deleted meanwhile
+                    Err(e) => return Err(e),
+                };
+                let Ok(info) = parse_manifest(&m.bytes, None) else {
+                    continue;
+                };
+                if info.subject.as_ref() != Some(subject) {
+                    continue;
+                }
+                if artifact_type.is_some_and(|want| info.artifact_type.as_deref() != Some(want)) {
+                    continue;
+                }
+                out.push(Descriptor {
+                    media_type: info.media_type,
+                    digest: d.to_string(),
+                    size: m.bytes.len() as u64,
+                    artifact_type: info.artifact_type,
+                    annotations: info.annotations,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn image(extra: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,{extra}"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D}","size":0}},"layers":[]}}"#
+        )
+    }
+
+    #[test]
+    fn media_type_rules() {
+        let m = parse_manifest(image("").as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(m.media_type, OCI_MANIFEST);
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        let with_type = image(&format!(r#""mediaType":"{OCI_MANIFEST}","#));
+        assert!(parse_manifest(with_type.as_bytes(), Some(DOCKER_MANIFEST)).is_err());
+        assert!(
+            parse_manifest(
+                with_type.as_bytes(),
+                Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")
+            )
+            .is_ok()
+        );
+        assert!(parse_manifest(b"{", Some(OCI_MANIFEST)).is_err());
+        assert!(parse_manifest(br#"{"schemaVersion":1,"name":"x"}"#, None).is_err());
+        assert!(parse_manifest(image("").as_bytes(), Some(DOCKER_SCHEMA1[1])).is_err());
+        let idx =
+            format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":1}}]}}"#);
+        let m = parse_manifest(idx.as_bytes(), None).unwrap();
+        assert!(m.is_index);
+        assert_eq!(m.media_type, OCI_INDEX);
+        assert_eq!(m.children.len(), 1);
+        assert_eq!(m.artifact_type, None);
+    }
+}
