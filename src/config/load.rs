@@ -31,8 +31,12 @@ const NOT_KEYS: &[&str] = &["REGISTRY_CONFIGURATION_PATH", "WHARF_CONFIG"];
 
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut tree = Value::try_from(Config::default()).expect("defaults serialize");
+    // Where each overridden key's value came from, for error messages.
+    let mut sources: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut file_note = String::new();
     if let Some(path) = file {
         let note = format!(" (in {})", path.display());
+        file_note = note.clone();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("config file", note.clone(), format!("cannot read: {e}")))?;
         let file_tree: toml::Table = toml::from_str(&text).map_err(|e| {
@@ -59,18 +63,22 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
         let key = path.join(".");
         let note = format!(" (from {name})");
         match lookup_mut(&mut tree, &path) {
-            Some(slot) => *slot = typed_like(slot, value).map_err(|r| ConfigError::new(&key, &note, r))?,
+            Some(slot) => {
+                *slot = typed_like(slot, value).map_err(|r| ConfigError::new(&key, &note, r))?;
+                sources.insert(key, note);
+            }
             None => tracing::warn!("ignoring {name}: {key} is not a setting Wharf knows"),
         }
     }
 
+    let note_for = |key: &str| sources.get(key).unwrap_or(&file_note).clone();
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::new(key, "", e.into_inner().to_string())
+        ConfigError::new(&key, note_for(&key), e.into_inner().to_string())
     })?;
     config
         .validate()
-        .map_err(|(key, reason)| ConfigError::new(key, "", reason))?;
+        .map_err(|(key, reason)| ConfigError::new(&key, note_for(&key), reason))?;
     Ok(config)
 }
 
