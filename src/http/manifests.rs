@@ -46,7 +46,11 @@ pub async fn get(
             .expect("valid response"));
     }
     let resp = resp.header(header::CONTENT_LENGTH, m.bytes.len());
-    let body = if head { Body::empty() } else { Body::from(m.bytes) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.bytes.clone())
+    };
     Ok(resp.body(body).expect("valid response"))
 }
 

@@ -3,8 +3,10 @@
 //! `subject` are indexed under `_referrers/` so the referrers API never scans the repository.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Registry;
@@ -80,11 +82,19 @@ pub struct ManifestInfo {
     pub is_index: bool,
 }
 
+/// A stored manifest: its exact bytes and what the registry reads from them. Immutable for a
+/// digest, so it is cached by digest.
 pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub subject: Option<Digest>,
 }
+
+/// Parsed manifests kept in memory, at most this many (then the cache starts over).
+const MANIFEST_CACHE_ENTRIES: usize = 8192;
 
 pub struct PutOutcome {
     pub digest: Digest,
@@ -224,23 +234,43 @@ impl Registry {
     }
 
     /// A manifest of the repository, by digest.
-    pub async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> Result<StoredManifest> {
+    pub async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Arc<StoredManifest>> {
         if self.read_link(&paths::revision_link(repo, d)).await?.as_ref() != Some(d) {
             return Err(self.manifest_unknown(repo, &d.to_string()).await);
+        }
+        if let Some(m) = self.manifest_cache.lock().expect("cache poisoned").get(d) {
+            return Ok(m.clone());
         }
         let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
             Err(e) => return Err(e.into()),
         };
-        let media_type = parse_manifest(&bytes, None)
-            .map(|m| m.media_type)
-            .unwrap_or_else(|_| OCI_MANIFEST.into());
-        Ok(StoredManifest {
-            digest: d.clone(),
-            media_type,
-            bytes,
-        })
+        let m = Arc::new(match parse_manifest(&bytes, None) {
+            Ok(info) => StoredManifest {
+                digest: d.clone(),
+                media_type: info.media_type,
+                bytes,
+                artifact_type: info.artifact_type,
+                annotations: info.annotations,
+                subject: info.subject,
+            },
+            // Stored by another registry and not understood: serve the bytes as they are.
+            Err(_) => StoredManifest {
+                digest: d.clone(),
+                media_type: OCI_MANIFEST.into(),
+                bytes,
+                artifact_type: None,
+                annotations: None,
+                subject: None,
+            },
+        });
+        let mut cache = self.manifest_cache.lock().expect("cache poisoned");
+        if cache.len() >= MANIFEST_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(d.clone(), m.clone());
+        Ok(m)
     }
 
     /// Store a manifest under a tag (`tag = Some`) or by digest (`url_digest = Some`).
@@ -313,11 +343,9 @@ impl Registry {
                 self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
             }
         }
-        if let Ok(info) = parse_manifest(&m.bytes, None)
-            && let Some(subject) = info.subject
-        {
+        if let Some(subject) = &m.subject {
             self.driver
-                .delete(&paths::referrer_link(repo, &subject, d).parent())
+                .delete(&paths::referrer_link(repo, subject, d).parent())
                 .await?;
         }
         self.driver.delete(&paths::revision_link(repo, d).parent()).await?;
@@ -364,30 +392,32 @@ impl Registry {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
-            for hex in hexes {
-                let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
-                    continue;
-                };
-                let m = match self.get_manifest(repo, &d).await {
+            let digests: Vec<Digest> = hexes
+                .iter()
+                .filter_map(|hex| format!("{}:{hex}", alg.as_str()).parse().ok())
+                .collect();
+            // Look the referrers up concurrently, keeping the directory's (digest) order.
+            let mut found = futures::stream::iter(digests)
+                .map(|d| async move { self.get_manifest(repo, &d).await })
+                .buffered(32);
+            while let Some(m) = found.next().await {
+                let m = match m {
                     Ok(m) => m,
                     Err(Error::ManifestUnknown(_) | Error::NameUnknown(_)) => continue, // deleted meanwhile
                     Err(e) => return Err(e),
                 };
-                let Ok(info) = parse_manifest(&m.bytes, None) else {
-                    continue;
-                };
-                if info.subject.as_ref() != Some(subject) {
+                if m.subject.as_ref() != Some(subject) {
                     continue;
                 }
-                if artifact_type.is_some_and(|want| info.artifact_type.as_deref() != Some(want)) {
+                if artifact_type.is_some_and(|want| m.artifact_type.as_deref() != Some(want)) {
                     continue;
                 }
                 out.push(Descriptor {
-                    media_type: info.media_type,
-                    digest: d.to_string(),
+                    media_type: m.media_type.clone(),
+                    digest: m.digest.to_string(),
                     size: m.bytes.len() as u64,
-                    artifact_type: info.artifact_type,
-                    annotations: info.annotations,
+                    artifact_type: m.artifact_type.clone(),
+                    annotations: m.annotations.clone(),
                 });
             }
         }

@@ -35,6 +35,8 @@ pub struct Registry {
     sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Striped per-repository locks ordering tag changes within this process.
     repo_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Parsed manifests by digest (immutable content, so never stale).
+    manifest_cache: StdMutex<HashMap<Digest, Arc<manifests::StoredManifest>>>,
 }
 
 impl Registry {
@@ -44,6 +46,7 @@ impl Registry {
             opts,
             sessions: StdMutex::new(HashMap::new()),
             repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            manifest_cache: StdMutex::new(HashMap::new()),
         }
     }
 
