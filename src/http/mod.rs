@@ -198,7 +198,8 @@ impl HttpBody for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        let outcome = if self.inner.is_end_stream() {
+        // hyper never polls a HEAD response's body; that is not an aborted transfer.
+        let outcome = if self.inner.is_end_stream() || self.method == Method::HEAD {
             "complete"
         } else {
             "aborted"
