@@ -85,7 +85,7 @@ impl Registry {
         let _guard = self.lock_session(repo, id).await?;
         let session = self.load_session(repo, id).await?;
         check_start(&session, chunk, id, location)?;
-        let session = self.write_body(repo, id, session, body, chunk.len).await?;
+        let session = self.write_body(repo, id, session, body, chunk.len, true).await?;
         Ok(UploadStatus {
             id: id.clone(),
             size: session.size,
@@ -106,7 +106,19 @@ impl Registry {
         let _guard = self.lock_session(repo, id).await?;
         let session = self.load_session(repo, id).await?;
         check_start(&session, chunk, id, location)?;
-        let session = self.write_body(repo, id, session, body, chunk.len).await?;
+        // The session ends here, so its hash state need not be checkpointed.
+        let session = self.write_body(repo, id, session, body, chunk.len, false).await?;
+        self.complete_upload(repo, id, digest, session).await
+    }
+
+    /// Verify the digest of a fully written upload, then move it into the store and link it.
+    async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        session: Session,
+    ) -> Result<BlobInfo> {
         let data = paths::upload_data(repo, id);
         let computed = if session.alg == digest.algorithm() {
             session.hasher.finalize()
@@ -138,11 +150,21 @@ impl Registry {
         len: Option<u64>,
         body: BodyStream,
     ) -> Result<BlobInfo> {
-        let status = self.start_upload(repo, digest.algorithm()).await?;
-        let chunk = ChunkInfo { start: None, len };
-        let result = self.finish_upload(repo, &status.id, digest, chunk, body, "").await;
+        // A one-request upload needs no session files: nobody can resume or query it.
+        let id = UploadId::new();
+        let alg = digest.algorithm();
+        let fresh = Session {
+            alg,
+            size: 0,
+            hasher: Hasher::new(alg),
+            checkpoints: Vec::new(),
+        };
+        let result = match self.write_body(repo, &id, fresh, body, len, false).await {
+            Ok(session) => self.complete_upload(repo, &id, digest, session).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
-            let _ = self.driver.delete(&paths::upload_dir(repo, &status.id)).await;
+            let _ = self.driver.delete(&paths::upload_dir(repo, &id)).await;
         }
         result
     }
@@ -248,7 +270,8 @@ impl Registry {
     }
 
     /// Stream `body` into the session's data file while hashing it on a blocking thread, then make
-    /// it durable and checkpoint the hasher at the new size.
+    /// it durable and (with `checkpoint`, or when the body was cut short) checkpoint the hasher
+    /// at the new size.
     async fn write_body(
         &self,
         repo: &RepoName,
@@ -256,6 +279,7 @@ impl Registry {
         session: Session,
         mut body: BodyStream,
         expected_len: Option<u64>,
+        checkpoint: bool,
     ) -> Result<Session> {
         let Session {
             alg,
@@ -325,7 +349,7 @@ impl Registry {
             )));
         }
         let size = writer.size();
-        if size != start {
+        if size != start && (checkpoint || interrupted.is_some()) {
             let state = Bytes::from(hasher.serialize());
             self.driver
                 .put_content(&paths::upload_hashstate(repo, id, alg, size), state)
