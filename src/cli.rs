@@ -33,19 +33,51 @@ pub enum Command {
         #[arg(value_name = "CONFIG", conflicts_with = "config")]
         config_positional: Option<PathBuf>,
     },
+    /// Remove blobs and manifests that nothing references, and abandoned uploads.
+    ///
+    /// Marks from every manifest of every repository (or, with --delete-untagged, from every
+    /// tag) through index children, configs, layers and the referrers of kept manifests, then
+    /// removes what is unmarked. Refuses to run while a server writes to the same storage: stop
+    /// it or run it with storage.maintenance.readonly.enabled = true.
+    #[command(name = "garbage-collect", visible_alias = "gc")]
+    GarbageCollect {
+        /// Configuration file (TOML), as for serve.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(value_name = "CONFIG", conflicts_with = "config")]
+        config_positional: Option<PathBuf>,
+        /// Print what would be removed, and remove nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also remove manifests that no tag reaches (directly or through an index), with their referrers.
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Remove upload sessions started longer ago than this (default: storage.maintenance.uploadpurging.age).
+        #[arg(long, value_name = "DURATION")]
+        upload_max_age: Option<String>,
+        /// Run even though a server holds the storage lock (only if you know it is not writing).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl Command {
     pub fn config_file(&self) -> Option<PathBuf> {
-        match self {
+        let (config, config_positional) = match self {
             Command::Serve {
                 config,
                 config_positional,
-            } => config
-                .clone()
-                .or_else(|| config_positional.clone())
-                .or_else(|| std::env::var_os("WHARF_CONFIG").map(PathBuf::from))
-                .or_else(|| std::env::var_os("REGISTRY_CONFIGURATION_PATH").map(PathBuf::from)),
-        }
+            } => (config, config_positional),
+            Command::GarbageCollect {
+                config,
+                config_positional,
+                ..
+            } => (config, config_positional),
+        };
+        config
+            .clone()
+            .or_else(|| config_positional.clone())
+            .or_else(|| std::env::var_os("WHARF_CONFIG").map(PathBuf::from))
+            .or_else(|| std::env::var_os("REGISTRY_CONFIGURATION_PATH").map(PathBuf::from))
     }
 }

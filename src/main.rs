@@ -14,7 +14,6 @@ fn main() {
     };
     init_tracing(&config);
     if let Err(e) = run(cli.command, config) {
-        tracing::error!("{e:#}");
         eprintln!("wharf: {e:#}");
         std::process::exit(1);
     }
@@ -46,5 +45,63 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
                 wharf::serve(listener, config, wharf::server::shutdown_signal()).await
             })
         }
+        Command::GarbageCollect {
+            dry_run,
+            delete_untagged,
+            upload_max_age,
+            force,
+            ..
+        } => {
+            let upload_max_age = match upload_max_age {
+                Some(s) => wharf::config::parse_duration(&s).map_err(|e| anyhow::anyhow!("--upload-max-age: {e}"))?,
+                None => config.storage.maintenance.uploadpurging.age(),
+            };
+            let opts = wharf::registry::gc::GcOptions {
+                dry_run,
+                delete_untagged,
+                upload_max_age,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(garbage_collect(config, opts, force))
+        }
     }
+}
+
+async fn garbage_collect(
+    config: wharf::Config,
+    opts: wharf::registry::gc::GcOptions,
+    force: bool,
+) -> anyhow::Result<()> {
+    let driver = wharf::server::open_store(&config)?;
+    let root = driver.root().display().to_string();
+    let _lock = match driver.try_lock(true)? {
+        Some(lock) => Some(lock),
+        None if force => {
+            eprintln!("warning: a server holds {root}/wharf.lock; continuing because of --force");
+            None
+        }
+        None => anyhow::bail!(
+            "a server is serving {root} read-write (it holds wharf.lock): stop it, or restart it with \
+             storage.maintenance.readonly.enabled = true, then run garbage-collect again (or pass --force)"
+        ),
+    };
+    let registry = wharf::server::registry_for(&config, driver);
+    let mut print = |line: String| println!("{line}");
+    let report = registry.garbage_collect(&opts, &mut print).await?;
+    let what = if opts.dry_run {
+        "eligible for deletion"
+    } else {
+        "deleted"
+    };
+    println!(
+        "{} blobs marked, {} blobs ({} bytes) and {} manifests {what}, {} tags, {} layer links, {} uploads",
+        report.marked_blobs,
+        report.blobs.len(),
+        report.bytes(),
+        report.manifests.len(),
+        report.tags.len(),
+        report.layer_links.len(),
+        report.uploads.len(),
+    );
+    Ok(())
 }

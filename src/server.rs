@@ -11,17 +11,19 @@ use crate::http::{self, App};
 use crate::registry::{Options, Registry};
 use crate::storage::fs::FsDriver;
 
-pub fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
+pub fn open_store(config: &Config) -> anyhow::Result<FsDriver> {
     let fs = &config.storage.filesystem;
-    let driver = FsDriver::new(&fs.rootdirectory, fs.fsync)
-        .with_context(|| format!("cannot use storage directory {}", fs.rootdirectory.display()))?;
-    let registry = Registry::new(
+    FsDriver::new(&fs.rootdirectory, fs.fsync)
+        .with_context(|| format!("cannot use storage directory {}", fs.rootdirectory.display()))
+}
+
+pub fn registry_for(config: &Config, driver: FsDriver) -> Registry {
+    Registry::new(
         Arc::new(driver),
         Options {
             delete_enabled: config.storage.delete.enabled,
         },
-    );
-    Ok(Arc::new(App { registry }))
+    )
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.
@@ -30,19 +32,63 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = build_app(&config)?;
+    let driver = open_store(&config)?;
+    let readonly = config.storage.maintenance.readonly.enabled;
+    // A server that writes holds the store's lock shared, so garbage collection (which takes it
+    // exclusively) cannot run beside it. A read-only server takes no lock.
+    let _lock = if readonly {
+        None
+    } else {
+        let lock = driver.try_lock(false).context("cannot take the storage lock")?;
+        Some(lock.ok_or_else(|| {
+            anyhow::anyhow!(
+                "garbage collection is running on {} (it holds wharf.lock); wait for it, or start with \
+                 storage.maintenance.readonly.enabled = true",
+                driver.root().display()
+            )
+        })?)
+    };
+    let app = Arc::new(App {
+        registry: registry_for(&config, driver),
+        readonly,
+    });
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %addr,
         storage = %config.storage.filesystem.rootdirectory.display(),
         delete_enabled = config.storage.delete.enabled,
+        readonly,
         "listening"
     );
+    let purging = &config.storage.maintenance.uploadpurging;
+    if purging.enabled && !readonly {
+        tokio::spawn(purge_uploads(
+            app.clone(),
+            purging.age(),
+            purging.interval(),
+            purging.dryrun,
+        ));
+    }
     axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Distribution's upload purger: every `interval`, remove sessions older than `age`.
+async fn purge_uploads(app: Arc<App>, age: std::time::Duration, interval: std::time::Duration, dry_run: bool) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match app.registry.purge_uploads(age, dry_run).await {
+            Ok(purged) => {
+                for (repo, id) in &purged {
+                    tracing::info!(repo = %repo, upload = %id, dry_run, "purged abandoned upload");
+                }
+            }
+            Err(e) => tracing::warn!("upload purge failed: {e}"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

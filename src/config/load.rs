@@ -103,12 +103,19 @@ fn lookup_mut<'a>(tree: &'a mut Value, path: &[String]) -> Option<&'a mut Value>
     for p in path {
         cur = cur.as_table_mut()?.get_mut(p)?;
     }
-    (!cur.is_table()).then_some(cur)
+    Some(cur)
 }
 
 /// Parse an environment value as the type of the value it replaces.
 fn typed_like(old: &Value, v: &str) -> Result<Value, String> {
     Ok(match old {
+        // A whole section given as a map, e.g. REGISTRY_STORAGE_MAINTENANCE_READONLY='{"enabled": true}'
+        // (Distribution parses these values as YAML; JSON and `{enabled: true}` cover what users write).
+        Value::Table(t) => {
+            let mut merged = Value::Table(t.clone());
+            merge(&mut merged, parse_map(v)?);
+            merged
+        }
         Value::Boolean(_) => match v.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Value::Boolean(true),
             "false" | "0" | "no" | "off" => Value::Boolean(false),
@@ -122,6 +129,38 @@ fn typed_like(old: &Value, v: &str) -> Result<Value, String> {
         Value::Float(_) => Value::Float(v.trim().parse().map_err(|_| format!("expected a number, got {v:?}"))?),
         _ => Value::String(v.to_owned()),
     })
+}
+
+/// A map written inline: JSON (`{"enabled": true}`) or YAML flow style with bare keys (`{enabled: true}`).
+fn parse_map(v: &str) -> Result<Value, String> {
+    let err = || format!("expected a map such as {{\"enabled\": true}}, got {v:?}");
+    let json: serde_json::Value = match serde_json::from_str(v) {
+        Ok(j) => j,
+        Err(_) => {
+            // Quote bare keys: `{enabled: true, a: "x"}` -> `{"enabled": true, "a": "x"}`.
+            let mut quoted = String::new();
+            let mut key = String::new();
+            for c in v.chars() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    key.push(c);
+                    continue;
+                }
+                if c == ':' && !key.is_empty() && !key.chars().all(|k| k.is_ascii_digit()) {
+                    quoted.push_str(&format!("\"{key}\""));
+                } else {
+                    quoted.push_str(&key);
+                }
+                key.clear();
+                quoted.push(c);
+            }
+            quoted.push_str(&key);
+            serde_json::from_str(&quoted).map_err(|_| err())?
+        }
+    };
+    if !json.is_object() {
+        return Err(err());
+    }
+    Value::try_from(json).map_err(|_| err())
 }
 
 #[cfg(test)]
@@ -157,6 +196,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.http.addr, ":6000");
+    }
+
+    #[test]
+    fn a_section_can_be_given_as_a_map() {
+        let c = load(
+            None,
+            &env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{\"enabled\": true}")]),
+        )
+        .unwrap();
+        assert!(c.storage.maintenance.readonly.enabled);
+        let c = load(
+            None,
+            &env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{enabled: true}")]),
+        )
+        .unwrap();
+        assert!(c.storage.maintenance.readonly.enabled);
+        let c = load(None, &env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")])).unwrap();
+        assert!(c.storage.maintenance.readonly.enabled);
+        assert!(load(None, &env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY", "yes")])).is_err());
+        let e = load(
+            None,
+            &env(&[("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "soon")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "storage.maintenance.uploadpurging.age");
     }
 
     #[test]

@@ -42,6 +42,59 @@ pub struct HttpConfig {
 pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     pub delete: DeleteConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub uploadpurging: UploadPurgingConfig,
+    pub readonly: ReadonlyConfig,
+}
+
+/// Distribution's `storage.maintenance.uploadpurging`: remove abandoned upload sessions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadPurgingConfig {
+    pub enabled: bool,
+    /// Sessions started longer ago than this are removed ("168h").
+    pub age: String,
+    /// How often the server looks ("24h").
+    pub interval: String,
+    /// Only log what would be removed.
+    pub dryrun: bool,
+}
+
+/// Distribution's `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadonlyConfig {
+    pub enabled: bool,
+}
+
+impl Default for UploadPurgingConfig {
+    fn default() -> Self {
+        UploadPurgingConfig {
+            enabled: true,
+            age: "168h".into(),
+            interval: "24h".into(),
+            dryrun: false,
+        }
+    }
+}
+
+impl UploadPurgingConfig {
+    pub fn age(&self) -> std::time::Duration {
+        parse_duration(&self.age).expect("validated")
+    }
+    pub fn interval(&self) -> std::time::Duration {
+        parse_duration(&self.interval).expect("validated")
+    }
+}
+
+/// Durations as Distribution writes them: "168h", "10m", "1h30m", "45s".
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 168h, 10m, 30s)"))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -137,6 +190,18 @@ impl Config {
                 "log.formatter".into(),
                 format!("{:?} is not one of text, json", self.log.formatter),
             ));
+        }
+        let purging = &self.storage.maintenance.uploadpurging;
+        parse_duration(&purging.age).map_err(|e| ("storage.maintenance.uploadpurging.age".to_owned(), e))?;
+        match parse_duration(&purging.interval) {
+            Ok(d) if d.is_zero() => {
+                return Err((
+                    "storage.maintenance.uploadpurging.interval".into(),
+                    "must be greater than zero".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(("storage.maintenance.uploadpurging.interval".into(), e)),
         }
         if self.storage.filesystem.rootdirectory.as_os_str().is_empty() {
             return Err(("storage.filesystem.rootdirectory".into(), "must not be empty".into()));

@@ -28,6 +28,8 @@ use route::V2Route;
 
 pub struct App {
     pub registry: Registry,
+    /// `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
+    pub readonly: bool,
 }
 
 pub type AppState = Arc<App>;
@@ -66,6 +68,11 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         Err(_) => HashMap::new(),
     };
     let method = req.method().clone();
+    if app.readonly && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        return Err(Error::Unsupported(
+            "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
+        ));
+    }
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
     use V2Route::*;

@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod gc;
 pub mod listing;
 pub mod manifests;
 pub mod names;

@@ -11,6 +11,10 @@ fn p(s: String) -> StoragePath {
     StoragePath::from_validated(s)
 }
 
+pub fn blobs_root() -> StoragePath {
+    p(format!("{ROOT}/blobs"))
+}
+
 /// `blobs/<alg>/<hh>/<hex>`: the directory holding a blob's `data`.
 pub fn blob_dir(d: &Digest) -> StoragePath {
     p(format!(

@@ -43,6 +43,23 @@ impl FsDriver {
         &self.inner.root
     }
 
+    /// Try to take the store's advisory lock (`<root>/wharf.lock`): servers that write hold it
+    /// shared, garbage collection exclusive. `None` when someone holds it in a conflicting mode.
+    /// The lock lasts as long as the returned file is open.
+    pub fn try_lock(&self, exclusive: bool) -> io::Result<Option<File>> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.inner.root.join("wharf.lock"))?;
+        let r = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+        match r {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     fn full(&self, p: &StoragePath) -> PathBuf {
         self.inner.root.join(p.as_str())
     }
