@@ -11,8 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
+use futures::{StreamExt, TryStreamExt, stream};
+
 use super::digest::{Algorithm, Digest};
-use super::manifests::parse_manifest;
+use super::manifests::{ManifestInfo, parse_manifest};
 use super::names::{RepoName, Tag, UploadId};
 use super::{Registry, paths};
 use crate::error::{Error, Result};
@@ -43,6 +45,18 @@ impl GcReport {
     }
 }
 
+/// Reads in flight at once within a repository, and repositories marked at once.
+const IO_PARALLEL: usize = 32;
+const REPO_PARALLEL: usize = 8;
+
+/// What marking one repository found.
+struct RepoMark {
+    repo: RepoName,
+    manifests: RepoManifests,
+    keep: HashSet<Digest>,
+    blobs: HashSet<Digest>,
+}
+
 /// A repository's manifests as the mark phase sees them.
 struct RepoManifests {
     revisions: BTreeSet<Digest>,
@@ -56,15 +70,15 @@ fn crash_point() -> Option<usize> {
     *AFTER.get_or_init(|| std::env::var("WHARF_FAILPOINT_GC_ABORT_AFTER").ok()?.parse().ok())
 }
 
-struct Removals(usize);
+struct Removals(std::sync::atomic::AtomicUsize);
 
 impl Removals {
-    fn step(&mut self) {
-        if crash_point().is_some_and(|n| self.0 >= n) {
-            eprintln!("failpoint: aborting garbage collection after {} removals", self.0);
+    fn step(&self) {
+        let done = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if crash_point().is_some_and(|n| done >= n) {
+            eprintln!("failpoint: aborting garbage collection after {done} removals");
             std::process::abort();
         }
-        self.0 += 1;
     }
 }
 
@@ -125,19 +139,92 @@ impl Registry {
     }
 
     async fn repo_manifests(&self, repo: &RepoName) -> Result<RepoManifests> {
-        let mut revisions = BTreeSet::new();
-        for d in self.list_digests(&paths::manifests_dir(repo).join("revisions")).await? {
-            if self.read_link(&paths::revision_link(repo, &d)).await?.as_ref() == Some(&d) {
-                revisions.insert(d);
-            }
-        }
-        let mut tags = BTreeMap::new();
-        for tag in self.all_tags(repo).await? {
-            if let Some(d) = self.read_link(&paths::tag_current(repo, &tag)).await? {
-                tags.insert(tag.as_str().to_owned(), d);
-            }
-        }
+        let candidates = self.list_digests(&paths::manifests_dir(repo).join("revisions")).await?;
+        let links: Vec<(Digest, Option<Digest>)> = stream::iter(candidates)
+            .map(|d| async move {
+                let l = self.read_link(&paths::revision_link(repo, &d)).await?;
+                Ok::<_, Error>((d, l))
+            })
+            .buffer_unordered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        let revisions = links
+            .into_iter()
+            .filter(|(d, l)| l.as_ref() == Some(d))
+            .map(|(d, _)| d)
+            .collect();
+        let tags: Vec<(String, Option<Digest>)> = stream::iter(self.all_tags(repo).await?)
+            .map(|t| async move {
+                let l = self.read_link(&paths::tag_current(repo, &t)).await?;
+                Ok::<_, Error>((t.as_str().to_owned(), l))
+            })
+            .buffer_unordered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        let tags = tags.into_iter().filter_map(|(t, d)| Some((t, d?))).collect();
         Ok(RepoManifests { revisions, tags })
+    }
+
+    /// Mark one repository: the manifests it keeps and the blobs they use.
+    async fn mark_repo(&self, repo: &RepoName, delete_untagged: bool) -> Result<RepoMark> {
+        let rm = self.repo_manifests(repo).await?;
+        // Parse every revision once: subjects choose the roots, and an unreadable manifest stops
+        // the run before anything is removed.
+        let parsed: Vec<Option<(Digest, ManifestInfo)>> = stream::iter(rm.revisions.iter())
+            .map(|d| async move {
+                let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
+                    Ok(b) => b,
+                    // A revision whose bytes are gone cannot be served; it is removed.
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(Error::from(e)),
+                };
+                let info = parse_manifest(&bytes, None).map_err(|e| {
+                    Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
+                })?;
+                Ok(Some((d.clone(), info)))
+            })
+            .buffer_unordered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        let mut subjects: BTreeMap<Digest, Option<Digest>> = BTreeMap::new();
+        let mut uses: BTreeMap<Digest, (Vec<Digest>, Vec<Digest>)> = BTreeMap::new();
+        for (d, info) in parsed.into_iter().flatten() {
+            subjects.insert(d.clone(), info.subject);
+            uses.insert(d, (info.blobs, info.children));
+        }
+        let tagged: HashSet<&Digest> = rm.tags.values().collect();
+        let mut queue: Vec<Digest> = subjects
+            .iter()
+            .filter(|(d, subject)| tagged.contains(d) || (!delete_untagged && subject.is_none()))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let mut keep: HashSet<Digest> = HashSet::new();
+        let mut blobs: HashSet<Digest> = HashSet::new();
+        while let Some(d) = queue.pop() {
+            if !keep.insert(d.clone()) {
+                continue;
+            }
+            blobs.insert(d.clone());
+            if let Some((used, children)) = uses.get(&d) {
+                blobs.extend(used.iter().cloned());
+                for c in children {
+                    // Children are kept even if their bytes are missing (they may be pushed later).
+                    blobs.insert(c.clone());
+                    queue.push(c.clone());
+                }
+            }
+            for r in self.list_digests(&paths::referrers_dir(repo, &d)).await? {
+                if subjects.get(&r).is_some_and(|s| s.as_ref() == Some(&d)) {
+                    queue.push(r);
+                }
+            }
+        }
+        Ok(RepoMark {
+            repo: repo.clone(),
+            manifests: rm,
+            keep,
+            blobs,
+        })
     }
 
     /// Remove upload sessions started before `now - max_age` (all repositories).
@@ -182,66 +269,27 @@ impl Registry {
     /// Run a garbage collection. `log` receives one line per item, Distribution-style.
     pub async fn garbage_collect(&self, opts: &GcOptions, log: &mut (dyn FnMut(String) + Send)) -> Result<GcReport> {
         let mut report = GcReport::default();
+        let started = std::time::Instant::now();
+        let phase = |name: &str| tracing::info!(phase = name, elapsed_ms = started.elapsed().as_millis() as u64, "gc");
         let repos = self.all_repositories().await?;
+        phase("listed repositories");
 
-        // ---- mark
+        // ---- mark (repositories concurrently; it only reads)
+        let marks: Vec<RepoMark> = stream::iter(repos.iter())
+            .map(|r| self.mark_repo(r, opts.delete_untagged))
+            .buffer_unordered(REPO_PARALLEL)
+            .try_collect()
+            .await?;
         let mut marked_blobs: HashSet<Digest> = HashSet::new();
         let mut kept: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
         let mut all: BTreeMap<RepoName, RepoManifests> = BTreeMap::new();
-        for repo in &repos {
-            let rm = self.repo_manifests(repo).await?;
-            let mut keep: HashSet<Digest> = HashSet::new();
-            let mut queue: Vec<Digest> = Vec::new();
-            // Parse every revision once: we need subjects to choose roots, and an unreadable
-            // manifest stops the run before anything is removed.
-            let mut subjects: BTreeMap<Digest, Option<Digest>> = BTreeMap::new();
-            let mut uses: BTreeMap<Digest, (Vec<Digest>, Vec<Digest>)> = BTreeMap::new();
-            for d in &rm.revisions {
-                let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
-                    Ok(b) => b,
-                    Err(e) if e.is_not_found() => {
-                        // A revision whose bytes are gone cannot be served; it is removed below.
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let info = parse_manifest(&bytes, None).map_err(|e| {
-                    Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
-                })?;
-                subjects.insert(d.clone(), info.subject.clone());
-                uses.insert(d.clone(), (info.blobs, info.children));
-            }
-            let tagged: HashSet<&Digest> = rm.tags.values().collect();
-            for d in subjects.keys() {
-                let is_referrer = subjects[d].is_some();
-                let root = tagged.contains(d) || (!opts.delete_untagged && !is_referrer);
-                if root {
-                    queue.push(d.clone());
-                }
-            }
-            while let Some(d) = queue.pop() {
-                if !keep.insert(d.clone()) {
-                    continue;
-                }
-                marked_blobs.insert(d.clone());
-                if let Some((blobs, children)) = uses.get(&d) {
-                    marked_blobs.extend(blobs.iter().cloned());
-                    for c in children {
-                        // Children are kept even if their bytes are missing (they may be pushed later).
-                        marked_blobs.insert(c.clone());
-                        queue.push(c.clone());
-                    }
-                }
-                for r in self.list_digests(&paths::referrers_dir(repo, &d)).await? {
-                    if subjects.get(&r).is_some_and(|s| s.as_ref() == Some(&d)) {
-                        queue.push(r);
-                    }
-                }
-            }
-            kept.insert(repo.clone(), keep);
-            all.insert(repo.clone(), rm);
+        for m in marks {
+            marked_blobs.extend(m.blobs);
+            kept.insert(m.repo.clone(), m.keep);
+            all.insert(m.repo, m.manifests);
         }
         report.marked_blobs = marked_blobs.len();
+        phase("marked");
 
         // ---- sweep 1: manifests (tags first, then referrer entries, then revision links)
         let verb = if opts.dry_run {
@@ -249,7 +297,7 @@ impl Registry {
         } else {
             "deleted"
         };
-        let mut removals = Removals(0);
+        let removals = Removals(Default::default());
         for (repo, rm) in &all {
             let keep = &kept[repo];
             for (tag, d) in &rm.tags {
@@ -282,53 +330,84 @@ impl Registry {
             }
         }
 
+        phase("swept manifests");
         // ---- sweep 2: layer links to blobs that are going away
-        for repo in &repos {
-            for d in self.list_digests(&paths::repo(repo).join("_layers")).await? {
-                if !marked_blobs.contains(&d) {
-                    log(format!("{repo}: layer link {d} {verb}"));
-                    if !opts.dry_run {
-                        removals.step();
-                        self.driver.delete(&paths::layer_link(repo, &d).parent()).await?;
-                    }
-                    report.layer_links.push((repo.clone(), d));
+        let lists: Vec<(RepoName, Vec<Digest>)> = stream::iter(repos.iter())
+            .map(|repo| async move {
+                Ok::<_, Error>((
+                    repo.clone(),
+                    self.list_digests(&paths::repo(repo).join("_layers")).await?,
+                ))
+            })
+            .buffered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        let doomed: Vec<(RepoName, Digest)> = lists
+            .into_iter()
+            .flat_map(|(repo, ds)| ds.into_iter().map(move |d| (repo.clone(), d)))
+            .filter(|(_, d)| !marked_blobs.contains(d))
+            .collect();
+        let removals_ref = &removals;
+        let unlinked: Vec<(RepoName, Digest)> = stream::iter(doomed)
+            .map(|(repo, d)| async move {
+                if !opts.dry_run {
+                    removals_ref.step();
+                    self.driver.delete(&paths::layer_link(&repo, &d).parent()).await?;
                 }
-            }
+                Ok::<_, Error>((repo, d))
+            })
+            .buffered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        for (repo, d) in unlinked {
+            log(format!("{repo}: layer link {d} {verb}"));
+            report.layer_links.push((repo, d));
         }
-
+        phase("swept layer links");
         // ---- sweep 3: blobs
         let blobs_root = paths::blobs_root();
+        let mut candidates = Vec::new();
         for alg in self.driver.list(&blobs_root).await.unwrap_or_default() {
             let Ok(alg) = alg.parse::<Algorithm>() else { continue };
             let alg_dir = blobs_root.join(alg.as_str());
             for hh in self.driver.list(&alg_dir).await.unwrap_or_default() {
                 for hex in self.driver.list(&alg_dir.join(&hh)).await.unwrap_or_default() {
-                    let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
-                        continue;
-                    };
-                    if marked_blobs.contains(&d) {
-                        continue;
+                    if let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>()
+                        && !marked_blobs.contains(&d)
+                    {
+                        candidates.push(d);
                     }
-                    let size = match self.driver.stat(&paths::blob_data(&d)).await {
-                        Ok(fi) => fi.size,
-                        Err(e) if e.is_not_found() => 0,
-                        Err(e) => return Err(e.into()),
-                    };
-                    log(format!("blob {d} ({size} bytes) {verb}"));
-                    if !opts.dry_run {
-                        removals.step();
-                        self.driver.delete(&paths::blob_dir(&d)).await?;
-                    }
-                    report.blobs.push((d, size));
                 }
             }
         }
+        let swept: Vec<(Digest, u64)> = stream::iter(candidates)
+            .map(|d| async move {
+                let size = match self.driver.stat(&paths::blob_data(&d)).await {
+                    Ok(fi) => fi.size,
+                    Err(e) if e.is_not_found() => 0,
+                    Err(e) => return Err(Error::from(e)),
+                };
+                if !opts.dry_run {
+                    removals_ref.step();
+                    self.driver.delete(&paths::blob_dir(&d)).await?;
+                }
+                Ok((d, size))
+            })
+            .buffered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        for (d, size) in swept {
+            log(format!("blob {d} ({size} bytes) {verb}"));
+            report.blobs.push((d, size));
+        }
 
+        phase("swept blobs");
         // ---- sweep 4: abandoned uploads
         for (repo, id) in self.purge_uploads(opts.upload_max_age, opts.dry_run).await? {
             log(format!("{repo}: upload {id} {verb}"));
             report.uploads.push((repo, id));
         }
+        phase("purged uploads");
         Ok(report)
     }
 }

@@ -267,19 +267,16 @@ impl Driver for FsDriver {
 
     async fn delete(&self, p: &StoragePath) -> Result<(), DriverError> {
         let full = self.full(p);
-        self.blocking(move |inner| {
+        self.blocking(move |_| {
             let result = match fs::symlink_metadata(&full) {
                 Ok(md) if md.is_dir() => fs::remove_dir_all(&full),
                 Ok(_) => fs::remove_file(&full),
                 Err(e) => Err(e),
             };
+            // Deletes are not fsync'd: one lost in a crash leaves unreferenced data, which the
+            // next delete or garbage collection removes (Distribution does the same).
             match result {
-                Ok(()) => {
-                    if let Some(parent) = full.parent() {
-                        let _ = inner.sync_dir(parent);
-                    }
-                    Ok(())
-                }
+                Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(DriverError::io(full.display(), e)),
             }
