@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and HTTP integration tests (cargo test), then the real clients
+# (skopeo, podman, buildah, umoci, ORAS) and garbage collection end to end against the binary.
+# The end-to-end part installs Debian packages, so it needs root on Debian; WHARF_SKIP_E2E=1 skips it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --locked
+if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
+  echo "WHARF_SKIP_E2E=1: skipping the real-client end-to-end run"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "the real-client end-to-end run needs root (it installs Debian packages); run as root or set WHARF_SKIP_E2E=1" >&2
+  exit 1
+fi
+bash tests/e2e/install.sh
+cargo build --locked   # target/debug/wharf, the binary the end-to-end run starts (cargo test built it already)
+bash tests/e2e/run.sh
