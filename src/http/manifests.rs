@@ -65,14 +65,16 @@ pub async fn put(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|l| l > MANIFEST_LIMIT as u64) {
+        drain(&mut stream).await;
         return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(4096).min(MANIFEST_LIMIT as u64) as usize);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::ManifestInvalid(format!("reading the body failed: {e}")))?;
         if buf.len() + chunk.len() > MANIFEST_LIMIT {
+            drain(&mut stream).await;
             return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
         }
         buf.extend_from_slice(&chunk);
@@ -102,6 +104,19 @@ pub async fn put(
         resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
     }
     Ok(resp)
+}
+
+/// Read and discard what is left of a refused body (up to a bound), so the client, which is
+/// still sending, gets to read the error instead of a broken pipe.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut drained = 0;
+    while drained < DRAIN_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => drained += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response> {

@@ -1,0 +1,365 @@
+//! Content discovery (spec: "Listing Tags", "Listing Referrers") and the catalog, with `n`,
+//! `last` and `Link` pagination edges.
+mod common;
+use common::*;
+
+use serde_json::{Value, json};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+async fn push_blob(s: &Server, repo: &str, data: &[u8]) -> String {
+    let d = sha256_digest(data);
+    let r = client()
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
+/// Push a small manifest (optionally with artifactType, subject, annotations); returns (digest, bytes).
+async fn push_manifest(s: &Server, repo: &str, reference: Option<&str>, extra: Value) -> (String, Vec<u8>) {
+    let cfg = push_blob(s, repo, b"{}").await;
+    let mut m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}, "layers": []});
+    for (k, v) in extra.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    let body = serde_json::to_vec(&m).unwrap();
+    let d = sha256_digest(&body);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{}", reference.unwrap_or(&d))))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    (d, body)
+}
+
+async fn get_json(s: &Server, path: &str) -> (u16, Option<String>, Value) {
+    let r = client().get(s.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let link = r.headers().get("link").map(|v| v.to_str().unwrap().to_owned());
+    let body = r.bytes().await.unwrap();
+    (status, link, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Follow `Link: <...>; rel="next"` headers from `first`, collecting `key` from every page.
+async fn follow(s: &Server, first: &str, key: &str) -> (Vec<String>, usize) {
+    let (mut path, mut all, mut pages) = (first.to_owned(), Vec::new(), 0);
+    loop {
+        let (status, link, body) = get_json(s, &path).await;
+        assert_eq!(status, 200, "{path}");
+        all.extend(strings(&body[key]));
+        pages += 1;
+        let Some(link) = link else { break };
+        assert!(link.ends_with("; rel=\"next\""), "{link}");
+        path = link[link.find('<').unwrap() + 1..link.find('>').unwrap()].to_owned();
+        assert!(pages < 100, "too many pages");
+    }
+    (all, pages)
+}
+
+#[tokio::test]
+async fn tags_are_listed_sorted_and_paginated_with_link() {
+    let s = Server::start();
+    let tags = ["v2", "latest", "A", "v10", "1.0", "_x", "v1"];
+    for t in tags {
+        push_manifest(&s, "app", Some(t), json!({})).await;
+    }
+    let mut sorted: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    sorted.sort();
+    let (status, link, body) = get_json(&s, "/v2/app/tags/list").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"], "app");
+    assert_eq!(strings(&body["tags"]), sorted);
+    assert!(link.is_none());
+    let (paged, pages) = follow(&s, "/v2/app/tags/list?n=2", "tags").await;
+    assert_eq!(paged, sorted);
+    assert_eq!(pages, 4);
+    let (_, link, body) = get_json(&s, "/v2/app/tags/list?n=3").await;
+    assert_eq!(strings(&body["tags"]), sorted[..3].to_vec());
+    assert!(link.unwrap().contains("/v2/app/tags/list?"));
+}
+
+#[tokio::test]
+async fn tag_pagination_edges() {
+    let s = Server::start();
+    for t in ["a", "b", "c"] {
+        push_manifest(&s, "r", Some(t), json!({})).await;
+    }
+    let (status, link, body) = get_json(&s, "/v2/r/tags/list?n=0").await;
+    assert_eq!((status, link), (200, None));
+    assert_eq!(strings(&body["tags"]), Vec::<String>::new());
+    let (_, link, body) = get_json(&s, "/v2/r/tags/list?n=100").await;
+    assert_eq!(
+        (strings(&body["tags"]), link),
+        (vec!["a".into(), "b".into(), "c".into()], None)
+    );
+    let (_, link, body) = get_json(&s, "/v2/r/tags/list?last=c").await;
+    assert_eq!((strings(&body["tags"]), link), (vec![], None));
+    let (_, _, body) = get_json(&s, "/v2/r/tags/list?last=zzz&n=2").await;
+    assert!(strings(&body["tags"]).is_empty());
+    // `last` that is not a tag: the tags lexically after it
+    let (_, _, body) = get_json(&s, "/v2/r/tags/list?last=aa").await;
+    assert_eq!(strings(&body["tags"]), vec!["b", "c"]);
+    let (_, link, body) = get_json(&s, "/v2/r/tags/list?n=2&last=a").await;
+    assert_eq!((strings(&body["tags"]), link), (vec!["b".into(), "c".into()], None));
+    for bad in ["n=-1", "n=abc"] {
+        let r = client()
+            .get(s.url(&format!("/v2/r/tags/list?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn tags_of_an_unknown_repository_are_name_unknown() {
+    let s = Server::start();
+    let r = client().get(s.url("/v2/nobody/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["NAME_UNKNOWN"]);
+}
+
+#[tokio::test]
+async fn catalog_lists_repositories_with_pagination() {
+    let s = Server::start();
+    let repos = ["zeta", "alpha/one", "alpha/two", "beta", "alpha"];
+    for r in repos {
+        push_manifest(&s, r, Some("v1"), json!({})).await;
+    }
+    push_blob(&s, "blobs-only", b"no manifest here").await; // not a repository with content to list
+    let (status, link, body) = get_json(&s, "/v2/_catalog").await;
+    assert_eq!((status, link), (200, None));
+    let listed = strings(&body["repositories"]);
+    assert_eq!(listed, vec!["alpha", "alpha/one", "alpha/two", "beta", "zeta"]);
+    let (paged, pages) = follow(&s, "/v2/_catalog?n=2", "repositories").await;
+    assert_eq!(paged, listed);
+    assert_eq!(pages, 3);
+    let (_, link, body) = get_json(&s, "/v2/_catalog?n=0").await;
+    assert!(strings(&body["repositories"]).is_empty() && link.is_none());
+    let (_, _, body) = get_json(&s, "/v2/_catalog?last=alpha/two").await;
+    assert_eq!(strings(&body["repositories"]), vec!["beta", "zeta"]);
+    let (_, link, body) = get_json(&s, "/v2/_catalog?n=50&last=zeta").await;
+    assert!(strings(&body["repositories"]).is_empty() && link.is_none());
+}
+
+#[tokio::test]
+async fn referrers_list_manifests_whose_subject_is_the_digest() {
+    let s = Server::start();
+    let (subject, subject_bytes) = push_manifest(&s, "app", Some("v1"), json!({})).await;
+    let desc = json!({"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_bytes.len()});
+    let (sbom, sbom_bytes) = push_manifest(
+        &s,
+        "app",
+        None,
+        json!({
+        "artifactType": "application/vnd.example.sbom", "subject": desc,
+        "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}),
+    )
+    .await;
+    let (sig, _) = push_manifest(
+        &s,
+        "app",
+        None,
+        json!({"artifactType": "application/vnd.example.sig", "subject": desc}),
+    )
+    .await;
+    // an image manifest without artifactType: its config's mediaType stands in
+    let (plain, _) = push_manifest(&s, "app", None, json!({"subject": desc})).await;
+    // an index referrer without artifactType: none listed
+    let index =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [], "subject": desc}))
+            .unwrap();
+    let r = client()
+        .put(s.url(&format!("/v2/app/manifests/{}", sha256_digest(&index))))
+        .header("content-type", OCI_INDEX)
+        .body(index.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["oci-subject"], subject.as_str());
+    // in another repository: not listed here
+    push_manifest(&s, "other", Some("x"), json!({})).await;
+
+    let r = client()
+        .get(s.url(&format!("/v2/app/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], OCI_INDEX);
+    assert!(!r.headers().contains_key("oci-filters-applied"));
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["schemaVersion"], 2);
+    assert_eq!(body["mediaType"], OCI_INDEX);
+    let ms = body["manifests"].as_array().unwrap();
+    assert_eq!(ms.len(), 4, "{body}");
+    let by = |d: &str| {
+        ms.iter()
+            .find(|m| m["digest"] == d)
+            .unwrap_or_else(|| panic!("{d} missing: {body}"))
+            .clone()
+    };
+    let m = by(&sbom);
+    assert_eq!(m["mediaType"], OCI_MANIFEST);
+    assert_eq!(m["size"], sbom_bytes.len());
+    assert_eq!(m["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.created"],
+        "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(by(&sig)["artifactType"], "application/vnd.example.sig");
+    assert_eq!(by(&plain)["artifactType"], "application/vnd.oci.image.config.v1+json");
+    let idx = by(&sha256_digest(&index));
+    assert_eq!(idx["mediaType"], OCI_INDEX);
+    assert!(idx.get("artifactType").is_none());
+
+    let r = client()
+        .get(s.url(&format!(
+            "/v2/app/referrers/{subject}?artifactType=application/vnd.example.sig"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let listed: Vec<&str> = body["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![sig.as_str()]);
+}
+
+#[tokio::test]
+async fn referrers_of_nothing_are_an_empty_index_and_bad_digests_400() {
+    let s = Server::start();
+    push_manifest(&s, "app", Some("v1"), json!({})).await;
+    for path in [
+        format!("/v2/app/referrers/{}", sha256_digest(b"unknown")),
+        format!("/v2/nobody/referrers/{}", sha256_digest(b"x")),
+    ] {
+        let r = client().get(s.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["manifests"], json!([]));
+    }
+    let r = client()
+        .get(s.url("/v2/app/referrers/sha256:123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn referrers_pushed_before_their_subject_and_removed_by_delete() {
+    let s = Server::start_with_delete();
+    // the subject's digest is known before it is pushed
+    let cfg = push_blob(&s, "app", b"{}").await;
+    let subject_bytes = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}, "layers": [],
+        "annotations": {"late": "yes"}}))
+    .unwrap();
+    let subject = sha256_digest(&subject_bytes);
+    let desc = json!({"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_bytes.len()});
+    let (early, _) = push_manifest(
+        &s,
+        "app",
+        None,
+        json!({"artifactType": "application/x.early", "subject": desc}),
+    )
+    .await;
+    let list = |s: &Server| {
+        let url = s.url(&format!("/v2/app/referrers/{subject}"));
+        async move {
+            let body: Value = client().get(url).send().await.unwrap().json_value().await;
+            body["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(&s).await, vec![early.clone()], "listed before the subject exists");
+    let r = client()
+        .put(s.url("/v2/app/manifests/late"))
+        .header("content-type", OCI_MANIFEST)
+        .body(subject_bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(list(&s).await, vec![early.clone()], "and after");
+    let r = client()
+        .delete(s.url(&format!("/v2/app/manifests/{early}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(list(&s).await.is_empty(), "a deleted referrer disappears");
+}
+
+#[tokio::test]
+async fn many_referrers_are_listed_completely() {
+    let s = Server::start();
+    let (subject, subject_bytes) = push_manifest(&s, "app", Some("v1"), json!({})).await;
+    let desc = json!({"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_bytes.len()});
+    let mut pushed = Vec::new();
+    for i in 0..200 {
+        let (d, _) = push_manifest(&s, "app", None, json!({"artifactType": format!("application/x.t{}", i % 4), "subject": desc, "annotations": {"i": i.to_string()}})).await;
+        pushed.push(d);
+    }
+    let body: Value = client()
+        .get(s.url(&format!("/v2/app/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let mut listed: Vec<String> = body["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    pushed.sort();
+    assert_eq!(listed, pushed);
+    let body: Value = client()
+        .get(s.url(&format!("/v2/app/referrers/{subject}?artifactType=application/x.t1")))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    assert_eq!(body["manifests"].as_array().unwrap().len(), 50);
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
+    }
+}
