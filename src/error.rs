@@ -44,6 +44,8 @@ pub enum Error {
     SizeInvalid(String),
     #[error("tag invalid: {0}")]
     TagInvalid(String),
+    #[error("too many tags in one request (the limit is {limit})")]
+    TooManyTags { limit: usize },
     #[error("invalid pagination: {0}")]
     PaginationInvalid(String),
     #[error("the operation is unsupported: {0}")]
@@ -65,7 +67,10 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
             Error::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
-            Error::ManifestInvalid(_) | Error::ManifestTooLarge { .. } | Error::TagInvalid(_) => "MANIFEST_INVALID",
+            Error::ManifestInvalid(_)
+            | Error::ManifestTooLarge { .. }
+            | Error::TagInvalid(_)
+            | Error::TooManyTags { .. } => "MANIFEST_INVALID",
             Error::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
             Error::NameInvalid(_) => "NAME_INVALID",
             Error::NameUnknown(_) => "NAME_UNKNOWN",
@@ -87,6 +92,7 @@ impl Error {
             | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::UploadRangeInvalid { .. } | Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyTags { .. } => StatusCode::URI_TOO_LONG,
             Error::Unsupported(_) | Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

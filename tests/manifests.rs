@@ -438,3 +438,40 @@ async fn concurrent_puts_of_one_tag_end_with_one_intact_winner_and_readers_never
     assert!(manifests.contains(&body));
     assert_eq!(sha256_digest(&body), d, "the served bytes are intact");
 }
+
+#[tokio::test]
+async fn push_by_digest_with_tag_parameters_creates_the_tags() {
+    let s = Server::start();
+    let m = bytes(&image(&s, "r", 1, Some(OCI_MANIFEST)).await);
+    let d = sha256_digest(&m);
+    let r = put(&s, "r", &format!("{d}?tag=1.2.3&tag=1.2&tag=latest"), OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 201);
+    let mut tags: Vec<String> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap()
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(tags, vec!["1.2", "1.2.3", "latest"]);
+    for t in ["1.2.3", "1.2", "latest"] {
+        let r = client()
+            .get(s.url(&format!("/v2/r/manifests/{t}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{t}");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), m);
+    }
+    let r = put(&s, "r", &format!("{d}?tag=-bad"), OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 400);
+    let many: String = (0..101).map(|i| format!("tag=t{i}&")).collect();
+    let r = put(&s, "r", &format!("{d}?{many}"), OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 414);
+}

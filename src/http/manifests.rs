@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::route::Reference;
 use super::{App, hv};
 use crate::error::{Error, Result};
-use crate::registry::names::RepoName;
+use crate::registry::names::{RepoName, Tag};
 
 /// Manifests larger than this are refused with 413 (as Distribution's 4 MiB default).
 pub const MANIFEST_LIMIT: usize = 4 << 20;
@@ -54,10 +54,14 @@ pub async fn get(
     Ok(resp.body(body).expect("valid response"))
 }
 
+/// Tags accepted in one push by digest (`?tag=`); more answer 414.
+const MAX_QUERY_TAGS: usize = 100;
+
 pub async fn put(
     app: &App,
     name: &RepoName,
     reference: &Reference,
+    query: &[(String, String)],
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -80,13 +84,22 @@ pub async fn put(
         buf.extend_from_slice(&chunk);
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let (tag, digest) = match reference {
-        Reference::Tag(t) => (Some(t), None),
-        Reference::Digest(d) => (None, Some(d)),
+    // A push by digest may name tags with `?tag=` (distribution-spec main, end-7b).
+    let query_tags: Vec<Tag> = query
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| Tag::parse(v).ok_or_else(|| Error::TagInvalid(format!("invalid tag {v:?} in ?tag="))))
+        .collect::<Result<_>>()?;
+    if query_tags.len() > MAX_QUERY_TAGS {
+        return Err(Error::TooManyTags { limit: MAX_QUERY_TAGS });
+    }
+    let (tags, digest) = match reference {
+        Reference::Tag(t) => (vec![t.clone()], None),
+        Reference::Digest(d) => (query_tags, Some(d)),
     };
     let out = app
         .registry
-        .put_manifest(name, tag, digest, content_type, buf.into())
+        .put_manifest(name, &tags, digest, content_type, buf.into())
         .await?;
     let mut resp = (
         StatusCode::CREATED,
@@ -100,6 +113,10 @@ pub async fn put(
         ],
     )
         .into_response();
+    if digest.is_some() && !tags.is_empty() {
+        let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        resp.headers_mut().insert("oci-tag", hv(&list.join(", ")));
+    }
     if let Some(subject) = out.subject {
         resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
     }

@@ -63,10 +63,12 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
 
 async fn handle(app: &App, req: Request) -> Result<Response> {
     let route = route::parse(req.uri().path())?;
-    let q: HashMap<String, String> = match Query::try_from_uri(req.uri()) {
-        Ok(Query(q)) => q,
-        Err(_) => HashMap::new(),
+    // All query pairs in order (`tag` may repeat), and the last value of each key.
+    let pairs: Vec<(String, String)> = match Query::try_from_uri(req.uri()) {
+        Ok(Query(p)) => p,
+        Err(_) => Vec::new(),
     };
+    let q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
     if app.readonly && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         return Err(Error::Unsupported(
@@ -88,7 +90,7 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Upload { name, id }, &Method::DELETE) => uploads::cancel(app, name, id).await,
         (Manifest { name, reference }, &Method::GET) => manifests::get(app, name, reference, h, false).await,
         (Manifest { name, reference }, &Method::HEAD) => manifests::get(app, name, reference, h, true).await,
-        (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, h, body).await,
+        (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
         (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
         (Catalog, &Method::GET | &Method::HEAD) => listing::catalog(app, &q).await,

@@ -273,11 +273,11 @@ impl Registry {
         Ok(m)
     }
 
-    /// Store a manifest under a tag (`tag = Some`) or by digest (`url_digest = Some`).
+    /// Store a manifest by digest (`url_digest`), and under `tags` (the tag of the URL, or `?tag=`s).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
-        tag: Option<&Tag>,
+        tags: &[Tag],
         url_digest: Option<&Digest>,
         content_type: Option<&str>,
         bytes: Bytes,
@@ -321,11 +321,13 @@ impl Registry {
             self.write_link(&paths::referrer_link(repo, subject, &digest), &digest)
                 .await?;
         }
-        if let Some(tag) = tag {
+        if !tags.is_empty() {
             let _g = self.repo_lock(repo).await;
-            self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
-                .await?;
-            self.write_link(&paths::tag_current(repo, tag), &digest).await?;
+            for tag in tags {
+                self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
+                    .await?;
+                self.write_link(&paths::tag_current(repo, tag), &digest).await?;
+            }
         }
         Ok(PutOutcome {
             digest,
