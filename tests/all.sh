@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and HTTP integration tests (cargo test), then the real clients
-# (skopeo, podman, buildah, umoci, ORAS) and garbage collection end to end against the binary.
+# The whole test suite: unit and HTTP integration tests and the conformance suite against Wharf
+# (cargo test), then the real clients (skopeo, podman, buildah, umoci, ORAS) and garbage
+# collection end to end against the binary, then the conformance suite against Distribution 2.8.2.
 # The end-to-end part installs Debian packages, so it needs root on Debian; WHARF_SKIP_E2E=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --locked
+CONFORMANCE_JUNIT=target/conformance-wharf.xml cargo test --locked
 if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
   echo "WHARF_SKIP_E2E=1: skipping the real-client end-to-end run"
   exit 0
@@ -16,3 +17,5 @@ fi
 bash tests/e2e/install.sh
 cargo build --locked   # target/debug/wharf, the binary the end-to-end run starts (cargo test built it already)
 bash tests/e2e/run.sh
+# the same conformance suite against Distribution: its failures must be exactly the listed ones
+bash tests/conformance/distribution.sh
