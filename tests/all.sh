@@ -15,7 +15,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 bash tests/e2e/install.sh
-cargo build --locked   # target/debug/wharf, the binary the end-to-end run starts (cargo test built it already)
+# target/debug/wharf, which the end-to-end run starts, is the binary cargo test built for the HTTP
+# tests. No `cargo build` here: without the dev-dependencies' features it would rebuild every crate.
 bash tests/e2e/run.sh
 # the same conformance suite against Distribution: its failures must be exactly the listed ones
 bash tests/conformance/distribution.sh

@@ -872,5 +872,40 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
                 Ok(())
             })
         }),
+        ("push.manifest-content-type-parameters-are-ignored", |c| {
+            Box::pin(async move {
+                // "The registry SHOULD ignore parameters on the Content-Type header"
+                let repo = c.repo("push-ct-params");
+                let m = to_bytes(&c.image(&repo, 49, 0).await?);
+                c.put_manifest_ok(&repo, "v1", &format!("{OCI_MANIFEST}; charset=utf-8"), &m)
+                    .await?;
+                let r = c.get(&format!("/v2/{repo}/manifests/v1")).await?;
+                let ct = header(&r, "content-type").unwrap_or_default();
+                ensure!(
+                    ct.split(';').next().unwrap_or("").trim() == OCI_MANIFEST,
+                    "Content-Type {ct:?}"
+                );
+                ensure!(body_of(r).await? == m, "bytes differ");
+                Ok(())
+            })
+        }),
+        ("push.manifest-by-sha512-digest", |c| {
+            Box::pin(async move {
+                // a manifest addressed by a digest of another registered algorithm
+                let repo = c.repo("push-manifest-sha512");
+                let m = to_bytes(&c.image(&repo, 51, 0).await?);
+                let d = sha512(&m);
+                let r = c.put_manifest_ok(&repo, &d, OCI_MANIFEST, &m).await?;
+                ensure!(
+                    header(&r, "docker-content-digest").as_deref() == Some(d.as_str()),
+                    "Docker-Content-Digest {:?}",
+                    header(&r, "docker-content-digest")
+                );
+                let r = c.get(&format!("/v2/{repo}/manifests/{d}")).await?;
+                ensure!(r.status() == StatusCode::OK, "GET by sha512: {}", r.status());
+                ensure!(body_of(r).await? == m, "bytes differ");
+                Ok(())
+            })
+        }),
     ]
 }
