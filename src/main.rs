@@ -101,8 +101,13 @@ async fn garbage_collect(
             let t0 = registry.take_gc_lock(force).await?;
             opts.sweep_before = Some(t0);
             let grace = config.storage.s3.gcgrace();
-            if !grace.is_zero() {
-                eprintln!("took {root}/wharf-gc.lock; waiting {grace:?} for writes in flight");
+            if grace.is_zero() {
+                eprintln!("took {root}/wharf-gc.lock at {}", humantime::format_rfc3339_seconds(t0));
+            } else {
+                eprintln!(
+                    "took {root}/wharf-gc.lock at {}; waiting {grace:?} for writes in flight",
+                    humantime::format_rfc3339_seconds(t0)
+                );
                 tokio::time::sleep(grace).await;
             }
             None

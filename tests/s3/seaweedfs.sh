@@ -23,7 +23,7 @@ seaweed_start() {
   export AWS_REGION=${AWS_REGION:-us-east-1}
   SEAWEED_DIR=$(mktemp -d /tmp/wharf-seaweed.XXXXXX)
   "$SEAWEED_PREFIX/bin/weed" server -dir="$SEAWEED_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.port=$b -master.port.grpc=$((b + 1)) \
+    -master.port="$b" -master.port.grpc=$((b + 1)) \
     -volume.port=$((b + 2)) -volume.port.grpc=$((b + 3)) -volume.preStopSeconds=0 \
     -filer -filer.port=$((b + 4)) -filer.port.grpc=$((b + 5)) \
     -s3 -s3.port=$((b + 6)) -s3.port.grpc=$((b + 7)) -s3.port.iceberg=0 -s3.port.lance=0 \
@@ -31,12 +31,12 @@ seaweed_start() {
     > "$SEAWEED_DIR/weed.log" 2>&1 &
   SEAWEED_PID=$!
   export S3_ENDPOINT=http://127.0.0.1:$((b + 6))
-  local buckets=("$@") code i bucket
+  local buckets=("$@") code bucket
   [ ${#buckets[@]} -gt 0 ] || buckets=(wharf-ci)
   export S3_BUCKET=${buckets[0]}
   for bucket in "${buckets[@]}"; do
     code=
-    for i in $(seq 1 120); do
+    for _ in $(seq 1 120); do
       code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" --aws-sigv4 "aws:amz:$AWS_REGION:s3" \
         "$S3_ENDPOINT/$bucket" || true)
@@ -56,6 +56,6 @@ seaweed_stop() {
   # kill -9: a SIGTERM takes ~15 s (the filer's gRPC stop times out) and the data is throwaway
   [ -n "${SEAWEED_PID:-}" ] && kill -9 "$SEAWEED_PID" 2>/dev/null && wait "$SEAWEED_PID" 2>/dev/null
   [ -n "${SEAWEED_DIR:-}" ] && rm -rf "$SEAWEED_DIR"
-  SEAWEED_PID= SEAWEED_DIR=
+  SEAWEED_PID='' SEAWEED_DIR=''
   return 0
 }
