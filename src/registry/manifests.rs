@@ -216,7 +216,12 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
 impl Registry {
     /// Whether the repository exists at all (for NAME_UNKNOWN versus MANIFEST_UNKNOWN).
     pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        self.exists(&paths::repo(repo).join("_manifests")).await
+        if self.exists(&paths::repo(repo).join("_manifests")).await? {
+            return Ok(true);
+        }
+        // Object stores have no empty directories: once its last manifest is deleted, a
+        // repository is known by its layer links (the filesystem keeps `_manifests/` itself).
+        Ok(self.driver.multipart().is_some() && self.exists(&paths::repo(repo).join("_layers")).await?)
     }
 
     async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
