@@ -269,10 +269,7 @@ impl Registry {
         let cas = paths::blob_data(digest);
         // Without earlier parts, and hashing with the digest's algorithm, the bytes can go straight
         // to the content address: the multipart upload there is completed only if the digest matches.
-        let staging = match session {
-            Some((id, _)) => Some(paths::upload_data(repo, id)),
-            None => None,
-        };
+        let staging = session.map(|(id, _)| paths::upload_data(repo, id));
         let direct = state.multipart.is_none() && same_alg;
         let mut parts = Parts {
             key: if direct {
