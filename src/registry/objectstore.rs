@@ -180,12 +180,33 @@ impl Registry {
         };
         let streamed = self.mp_stream(&state, tail, body, &mut parts).await;
         let flushed = self.mp_flush(&mut parts).await;
-        let streamed = streamed?;
-        flushed?;
+        // A multipart upload this request created and did not commit to the state is aborted,
+        // so failed or losing requests leave no incomplete upload behind.
+        let abandon = |parts: &Parts| {
+            let id = if state.multipart.is_none() {
+                parts.id.clone()
+            } else {
+                None
+            };
+            let key = parts.key.clone();
+            async move {
+                if let (Some(id), Some(mp)) = (id, self.driver.multipart()) {
+                    let _ = mp.abort(&key, &id).await;
+                }
+            }
+        };
+        let streamed = match (streamed, flushed) {
+            (Ok(s), Ok(())) => s,
+            (Err(e), _) | (_, Err(e)) => {
+                abandon(&parts).await;
+                return Err(e);
+            }
+        };
         if streamed.interrupted.is_none()
             && let Some(len) = chunk.len
             && len != streamed.received
         {
+            abandon(&parts).await;
             return Err(Error::SizeInvalid(format!(
                 "Content-Range announced {len} bytes but the body had {}; the chunk was discarded",
                 streamed.received
@@ -207,7 +228,7 @@ impl Registry {
             hashstate: hex::encode(streamed.hasher.serialize()),
             part_size: state.part_size,
             multipart: parts.id.clone(),
-            parts: parts.etags,
+            parts: parts.etags.clone(),
             tail: new_tail.clone(),
         };
         let json = Bytes::from(serde_json::to_vec(&next).expect("state serializes"));
@@ -223,6 +244,7 @@ impl Registry {
             if let Some(name) = &new_tail {
                 let _ = self.driver.delete(&paths::upload_tail(repo, id, name)).await;
             }
+            abandon(&parts).await;
             return Err(match e {
                 DriverError::Conflict(_) => Error::BlobUploadInvalid(
                     "another request changed this upload at the same time; ask for its status and resume".into(),
