@@ -54,8 +54,11 @@ seaweed_start() {
 
 seaweed_stop() {
   # kill -9: a SIGTERM takes ~15 s (the filer's gRPC stop times out) and the data is throwaway
-  [ -n "${SEAWEED_PID:-}" ] && kill -9 "$SEAWEED_PID" 2>/dev/null && wait "$SEAWEED_PID" 2>/dev/null
-  [ -n "${SEAWEED_DIR:-}" ] && rm -rf "$SEAWEED_DIR"
+  if [ -n "${SEAWEED_PID:-}" ]; then
+    kill -9 "$SEAWEED_PID" 2>/dev/null || true
+    wait "$SEAWEED_PID" 2>/dev/null || true
+  fi
+  if [ -n "${SEAWEED_DIR:-}" ]; then rm -rf "$SEAWEED_DIR"; fi
   SEAWEED_PID='' SEAWEED_DIR=''
   return 0
 }
