@@ -42,6 +42,8 @@ struct Inner {
     part_size: usize,
     conditional: bool,
     bucket: String,
+    /// Objects above this size are copied by streaming (CopyObject's limit; lowered in tests).
+    copy_limit: u64,
 }
 
 impl S3Driver {
@@ -101,8 +103,14 @@ impl S3Driver {
                 part_size: c.chunksize as usize,
                 conditional: c.conditionalwrites,
                 bucket: c.bucket.clone(),
+                copy_limit: COPY_OBJECT_LIMIT,
             }),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_copy_limit(&mut self, limit: u64) {
+        Arc::get_mut(&mut self.inner).expect("not shared yet").copy_limit = limit;
     }
 
     /// Where the store is, for logs: `s3://bucket/prefix`.
@@ -377,11 +385,67 @@ impl Multipart for S3Driver {
         }
     }
 
-    async fn copy(&self, from: &StoragePath, to: &StoragePath, _size: u64) -> Result<(), DriverError> {
+    async fn copy(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), DriverError> {
+        if size > self.inner.copy_limit {
+            return self.stream_copy(from, to, size).await;
+        }
         self.inner
             .store
             .copy(&self.key(from), &self.key(to))
             .await
             .map_err(|e| self.err(from, e))
+    }
+}
+
+/// S3's CopyObject copies at most 5 GiB (AWS enforces it; SeaweedFS does not).
+const COPY_OBJECT_LIMIT: u64 = 5 << 30;
+
+impl S3Driver {
+    /// Copy a large object by streaming it through a multipart upload: object_store has no
+    /// UploadPartCopy, so the bytes pass through this process, with about three parts in memory.
+    async fn stream_copy(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), DriverError> {
+        // At most 10,000 parts per upload.
+        let part_size = (self.inner.part_size as u64).max(size.div_ceil(9_000)) as usize;
+        let mut src = self.reader(from, None).await?;
+        let id = Multipart::create(self, to).await?;
+        let result = async {
+            let mut etags = Vec::new();
+            let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<String, DriverError>>> =
+                Default::default();
+            let mut buf: Vec<Bytes> = Vec::new();
+            let mut len = 0usize;
+            let mut done = false;
+            while !done {
+                match src.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk.map_err(|e| DriverError::io(from, e))?;
+                        len += chunk.len();
+                        buf.push(chunk);
+                    }
+                    None => done = true,
+                }
+                if len >= part_size || (done && len > 0) {
+                    while in_flight.len() >= 2 {
+                        let h = in_flight.pop_front().expect("non-empty");
+                        etags.push(h.await.map_err(|e| DriverError::io(to, std::io::Error::other(e)))??);
+                    }
+                    let (me, key, id, idx) = (self.clone(), to.clone(), id.clone(), etags.len() + in_flight.len());
+                    let data = std::mem::take(&mut buf);
+                    len = 0;
+                    in_flight.push_back(tokio::spawn(async move {
+                        Multipart::put_part(&me, &key, &id, idx, data).await
+                    }));
+                }
+            }
+            for h in in_flight {
+                etags.push(h.await.map_err(|e| DriverError::io(to, std::io::Error::other(e)))??);
+            }
+            Multipart::complete(self, to, &id, etags).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = Multipart::abort(self, to, &id).await;
+        }
+        result
     }
 }
