@@ -60,6 +60,7 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
                 dry_run,
                 delete_untagged,
                 upload_max_age,
+                sweep_before: None,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(garbage_collect(config, opts, force))
@@ -69,25 +70,55 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
 
 async fn garbage_collect(
     config: wharf::Config,
-    opts: wharf::registry::gc::GcOptions,
+    mut opts: wharf::registry::gc::GcOptions,
     force: bool,
 ) -> anyhow::Result<()> {
-    let driver = wharf::server::open_store(&config)?;
-    let root = driver.root().display().to_string();
-    let _lock = match driver.try_lock(true)? {
-        Some(lock) => Some(lock),
-        None if force => {
-            eprintln!("warning: a server holds {root}/wharf.lock; continuing because of --force");
+    use wharf::server::Store;
+    let store = wharf::server::open_store(&config)?;
+    let root = store.describe();
+    let registry = wharf::server::registry_for(&config, &store);
+    let _lock = match &store {
+        Store::Fs(driver) => match driver.try_lock(true)? {
+            Some(lock) => Some(lock),
+            None if force => {
+                eprintln!("warning: a server holds {root}/wharf.lock; continuing because of --force");
+                None
+            }
+            None => anyhow::bail!(
+                "a server is serving {root} read-write (it holds wharf.lock): stop it, or restart it with \
+                 storage.maintenance.readonly.enabled = true, then run garbage-collect again (or pass --force)"
+            ),
+        },
+        // A dry run removes nothing, so it takes no lock and blocks no push.
+        Store::S3(_) if opts.dry_run => {
+            opts.sweep_before = Some(std::time::SystemTime::now());
             None
         }
-        None => anyhow::bail!(
-            "a server is serving {root} read-write (it holds wharf.lock): stop it, or restart it with \
-             storage.maintenance.readonly.enabled = true, then run garbage-collect again (or pass --force)"
-        ),
+        Store::S3(_) => {
+            // Replicas keep serving: they refuse pushes and deletes while the lock object exists,
+            // and the sweep spares blobs written since it was taken. Writes that began before
+            // it get `storage.s3.gcgrace` to finish.
+            let t0 = registry.take_gc_lock(force).await?;
+            opts.sweep_before = Some(t0);
+            let grace = config.storage.s3.gcgrace();
+            if grace.is_zero() {
+                eprintln!("took {root}/wharf-gc.lock at {}", humantime::format_rfc3339_seconds(t0));
+            } else {
+                eprintln!(
+                    "took {root}/wharf-gc.lock at {}; waiting {grace:?} for writes in flight",
+                    humantime::format_rfc3339_seconds(t0)
+                );
+                tokio::time::sleep(grace).await;
+            }
+            None
+        }
     };
-    let registry = wharf::server::registry_for(&config, driver);
     let mut print = |line: String| println!("{line}");
-    let report = registry.garbage_collect(&opts, &mut print).await?;
+    let result = registry.garbage_collect(&opts, &mut print).await;
+    if matches!(store, Store::S3(_)) && !opts.dry_run {
+        registry.release_gc_lock().await?;
+    }
+    let report = result?;
     let what = if opts.dry_run {
         "eligible for deletion"
     } else {

@@ -9,19 +9,53 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::http::{self, App};
 use crate::registry::{Options, Registry};
+use crate::storage::Driver;
 use crate::storage::fs::FsDriver;
+use crate::storage::s3::S3Driver;
 
-pub fn open_store(config: &Config) -> anyhow::Result<FsDriver> {
-    let fs = &config.storage.filesystem;
-    FsDriver::new(&fs.rootdirectory, fs.fsync)
-        .with_context(|| format!("cannot use storage directory {}", fs.rootdirectory.display()))
+/// The configured storage: the filesystem (the default), or S3 when `storage.s3.bucket` is set.
+pub enum Store {
+    Fs(FsDriver),
+    S3(S3Driver),
 }
 
-pub fn registry_for(config: &Config, driver: FsDriver) -> Registry {
+impl Store {
+    pub fn driver(&self) -> Arc<dyn Driver> {
+        match self {
+            Store::Fs(d) => Arc::new(d.clone()),
+            Store::S3(d) => Arc::new(d.clone()),
+        }
+    }
+
+    /// Where the data is, for logs and messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Fs(d) => d.root().display().to_string(),
+            Store::S3(d) => d.describe(),
+        }
+    }
+}
+
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.storage.s3.enabled() {
+        let s3 = S3Driver::new(&config.storage.s3).context("cannot configure storage.s3")?;
+        return Ok(Store::S3(s3));
+    }
+    let fs = &config.storage.filesystem;
+    let d = FsDriver::new(&fs.rootdirectory, fs.fsync)
+        .with_context(|| format!("cannot use storage directory {}", fs.rootdirectory.display()))?;
+    Ok(Store::Fs(d))
+}
+
+pub fn registry_for(config: &Config, store: &Store) -> Registry {
     Registry::new(
-        Arc::new(driver),
+        store.driver(),
         Options {
             delete_enabled: config.storage.delete.enabled,
+            // Several replicas share an object store and hold no local lock, so writes check
+            // for a running garbage collection's lock object instead (registry::gc).
+            gc_lock_object: matches!(store, Store::S3(_)),
+            redirect: matches!(store, Store::S3(_)) && !config.storage.redirect.disable,
         },
     )
 }
@@ -32,13 +66,14 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let driver = open_store(&config)?;
+    let store = open_store(&config)?;
     let readonly = config.storage.maintenance.readonly.enabled;
-    // A server that writes holds the store's lock shared, so garbage collection (which takes it
-    // exclusively) cannot run beside it. A read-only server takes no lock.
+    // On the filesystem a server that writes holds the store's lock shared, so garbage collection
+    // (which takes it exclusively) cannot run beside it. A read-only server takes no lock, and
+    // neither do replicas on S3, which check GC's lock object before each write instead.
     let _lock = if readonly {
         None
-    } else {
+    } else if let Store::Fs(driver) = &store {
         let lock = driver.try_lock(false).context("cannot take the storage lock")?;
         Some(lock.ok_or_else(|| {
             anyhow::anyhow!(
@@ -47,15 +82,17 @@ pub async fn serve(
                 driver.root().display()
             )
         })?)
+    } else {
+        None
     };
     let app = Arc::new(App {
-        registry: registry_for(&config, driver),
+        registry: registry_for(&config, &store),
         readonly,
     });
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %addr,
-        storage = %config.storage.filesystem.rootdirectory.display(),
+        storage = %store.describe(),
         delete_enabled = config.storage.delete.enabled,
         readonly,
         "listening"

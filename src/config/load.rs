@@ -59,6 +59,11 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
         if NOT_KEYS.contains(&name.as_str()) || rest.is_empty() {
             continue;
         }
+        // registry:2 users write REGISTRY_STORAGE=s3 to pick the driver; here the driver follows
+        // from the keys given (storage.s3.bucket selects S3), so the bare name is accepted as is.
+        if rest == "STORAGE" && ["s3", "filesystem"].contains(&value.trim()) {
+            continue;
+        }
         let path: Vec<String> = rest.split('_').map(|s| s.to_ascii_lowercase()).collect();
         let key = path.join(".");
         let note = format!(" (from {name})");
@@ -221,6 +226,45 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "storage.maintenance.uploadpurging.age");
+    }
+
+    #[test]
+    fn s3_keys_from_registry_variables() {
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_STORAGE", "s3"),
+                ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+                ("REGISTRY_STORAGE_S3_REGION", "eu-west-1"),
+                ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "http://127.0.0.1:5406"),
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", "ak"),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", "sk"),
+                ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/registry"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "8388608"),
+                ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+                ("REGISTRY_STORAGE_REDIRECT_DISABLE", "true"),
+            ]),
+        )
+        .unwrap();
+        let s3 = &c.storage.s3;
+        assert!(s3.enabled());
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str(), s3.regionendpoint.as_str()),
+            ("images", "eu-west-1", "http://127.0.0.1:5406")
+        );
+        assert_eq!((s3.accesskey.as_str(), s3.secretkey.as_str()), ("ak", "sk"));
+        assert_eq!((s3.rootdirectory.as_str(), s3.chunksize), ("/registry", 8 << 20));
+        assert!(s3.forcepathstyle && c.storage.redirect.disable);
+        assert!(!load(None, &[]).unwrap().storage.s3.enabled());
+        let e = load(
+            None,
+            &env(&[
+                ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "1024"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "storage.s3.chunksize");
     }
 
     #[test]

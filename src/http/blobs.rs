@@ -22,6 +22,15 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMa
         resp = resp.header(header::CONTENT_LENGTH, info.size);
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
+    if let Some(url) = app.registry.blob_redirect(&info).await? {
+        // storage.redirect: the client fetches the bytes (and its Range) from the store itself.
+        return Ok(resp
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, hv(&url))
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match parse_range(range, info.size) {
         RangeRequest::Full => (StatusCode::OK, 0, info.size),

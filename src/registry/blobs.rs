@@ -33,9 +33,18 @@ impl Registry {
         }
     }
 
+    /// A presigned URL to send a blob GET to (`storage.redirect`), when the driver has one.
+    pub async fn blob_redirect(&self, info: &BlobInfo) -> Result<Option<String>> {
+        if !self.opts.redirect {
+            return Ok(None);
+        }
+        Ok(self.driver.redirect_url(&paths::blob_data(&info.digest)).await?)
+    }
+
     /// Unlink a blob from a repository. The data stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
         self.require_delete()?;
+        self.check_gc_lock().await?;
         let link = paths::layer_link(repo, d);
         if self.read_link(&link).await?.as_ref() != Some(d) {
             return Err(Error::BlobUnknown(d.to_string()));
@@ -48,6 +57,7 @@ impl Registry {
     /// stored copy is mounted (the spec allows it; authorization narrows it when auth is on).
     /// `None` means the blob could not be mounted and the caller should start an upload.
     pub async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: Option<&RepoName>) -> Result<Option<BlobInfo>> {
+        self.check_gc_lock().await?;
         let info = match from {
             Some(from) => match self.stat_blob(from, d).await {
                 Ok(info) => info,

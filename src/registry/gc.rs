@@ -26,6 +26,9 @@ pub struct GcOptions {
     pub delete_untagged: bool,
     /// Upload sessions started longer ago than this are removed.
     pub upload_max_age: Duration,
+    /// Object stores, where replicas keep writing: blobs modified at or after this time are
+    /// never removed (nor their layer links), since a push may be linking them right now.
+    pub sweep_before: Option<SystemTime>,
 }
 
 /// What a run removed (or, in a dry run, would remove).
@@ -83,6 +86,56 @@ impl Removals {
 }
 
 impl Registry {
+    /// Object stores: refuse writes while a garbage collection holds the lock object. (On the
+    /// filesystem the server's shared `flock` keeps GC away instead.)
+    pub(crate) async fn check_gc_lock(&self) -> Result<()> {
+        if !self.opts.gc_lock_object {
+            return Ok(());
+        }
+        match self.driver.get_content(&paths::gc_lock()).await {
+            Ok(_) => Err(Error::Unsupported(
+                "garbage collection is running on this storage; pushes and deletes resume when it ends".into(),
+            )),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Object stores: take garbage collection's lock object (`If-None-Match: *`, so two runs never
+    /// overlap; `force` replaces a stale one). Returns the lock's time as the store records it,
+    /// which is the cutoff for [`GcOptions::sweep_before`].
+    pub async fn take_gc_lock(&self, force: bool) -> Result<SystemTime> {
+        let me = format!(
+            "{{\"pid\": {}, \"started\": \"{}\"}}\n",
+            std::process::id(),
+            humantime::format_rfc3339(SystemTime::now())
+        );
+        let lock = paths::gc_lock();
+        match self
+            .driver
+            .put_if(&lock, me.clone().into(), crate::storage::Precondition::Absent)
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::storage::DriverError::Conflict(_)) if force => {
+                self.driver.put_content(&lock, me.into()).await?;
+            }
+            Err(crate::storage::DriverError::Conflict(_)) => {
+                let holder = self.driver.get_content(&lock).await.unwrap_or_default();
+                return Err(Error::Unsupported(format!(
+                    "another garbage collection holds {lock} ({}); wait for it, or pass --force if it died",
+                    String::from_utf8_lossy(&holder).trim()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self.driver.stat(&lock).await?.modified)
+    }
+
+    pub async fn release_gc_lock(&self) -> Result<()> {
+        Ok(self.driver.delete(&paths::gc_lock()).await?)
+    }
+
     /// Every repository directory: those holding manifests, layer links or uploads.
     pub(crate) async fn all_repositories(&self) -> Result<Vec<RepoName>> {
         let mut repos = Vec::new();
@@ -256,7 +309,9 @@ impl Registry {
                     },
                 };
                 if started < cutoff {
-                    if !dry_run {
+                    if !dry_run && self.driver.multipart().is_some() {
+                        self.mp_discard(&repo, &id).await?;
+                    } else if !dry_run {
                         self.driver.delete(&paths::upload_dir(&repo, &id)).await?;
                     }
                     purged.push((repo.clone(), id.to_string()));
@@ -347,6 +402,27 @@ impl Registry {
             .flat_map(|(repo, ds)| ds.into_iter().map(move |d| (repo.clone(), d)))
             .filter(|(_, d)| !marked_blobs.contains(d))
             .collect();
+        // Links to blobs too young to remove stay with them.
+        let young: HashSet<Digest> = match opts.sweep_before {
+            None => HashSet::new(),
+            Some(cutoff) => {
+                let distinct: BTreeSet<Digest> = doomed.iter().map(|(_, d)| d.clone()).collect();
+                stream::iter(distinct)
+                    .map(|d| async move {
+                        match self.driver.stat(&paths::blob_data(&d)).await {
+                            Ok(fi) if fi.modified >= cutoff => Ok(Some(d)),
+                            Ok(_) => Ok(None),
+                            Err(e) if e.is_not_found() => Ok(None),
+                            Err(e) => Err(Error::from(e)),
+                        }
+                    })
+                    .buffer_unordered(IO_PARALLEL)
+                    .try_filter_map(|d| async move { Ok(d) })
+                    .try_collect()
+                    .await?
+            }
+        };
+        let doomed: Vec<(RepoName, Digest)> = doomed.into_iter().filter(|(_, d)| !young.contains(d)).collect();
         let removals_ref = &removals;
         let unlinked: Vec<(RepoName, Digest)> = stream::iter(doomed)
             .map(|(repo, d)| async move {
@@ -383,6 +459,7 @@ impl Registry {
         let swept: Vec<(Digest, u64)> = stream::iter(candidates)
             .map(|d| async move {
                 let size = match self.driver.stat(&paths::blob_data(&d)).await {
+                    Ok(fi) if opts.sweep_before.is_some_and(|cutoff| fi.modified >= cutoff) => return Ok(None),
                     Ok(fi) => fi.size,
                     Err(e) if e.is_not_found() => 0,
                     Err(e) => return Err(Error::from(e)),
@@ -391,9 +468,10 @@ impl Registry {
                     removals_ref.step();
                     self.driver.delete(&paths::blob_dir(&d)).await?;
                 }
-                Ok((d, size))
+                Ok(Some((d, size)))
             })
             .buffered(IO_PARALLEL)
+            .try_filter_map(|x| async move { Ok(x) })
             .try_collect()
             .await?;
         for (d, size) in swept {

@@ -216,7 +216,12 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
 impl Registry {
     /// Whether the repository exists at all (for NAME_UNKNOWN versus MANIFEST_UNKNOWN).
     pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        self.exists(&paths::repo(repo).join("_manifests")).await
+        if self.exists(&paths::repo(repo).join("_manifests")).await? {
+            return Ok(true);
+        }
+        // Object stores have no empty directories: once its last manifest is deleted, a
+        // repository is known by its layer links (the filesystem keeps `_manifests/` itself).
+        Ok(self.driver.multipart().is_some() && self.exists(&paths::repo(repo).join("_layers")).await?)
     }
 
     async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
@@ -292,6 +297,7 @@ impl Registry {
             )));
         }
         let info = parse_manifest(&bytes, content_type)?;
+        self.check_gc_lock().await?;
 
         let mut missing = Vec::new();
         for b in &info.blobs {
@@ -338,6 +344,7 @@ impl Registry {
     /// Delete a manifest and every tag pointing at it. Its bytes stay until garbage collection.
     pub async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<()> {
         self.require_delete()?;
+        self.check_gc_lock().await?;
         let m = self.get_manifest(repo, d).await?;
         let _g = self.repo_lock(repo).await;
         for tag in self.all_tags(repo).await? {
@@ -357,6 +364,7 @@ impl Registry {
     /// Delete a tag only; the manifest stays reachable by digest.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
         self.require_delete()?;
+        self.check_gc_lock().await?;
         let _g = self.repo_lock(repo).await;
         self.resolve_tag(repo, tag).await?;
         self.driver.delete(&paths::tag_dir(repo, tag)).await?;
@@ -365,6 +373,18 @@ impl Registry {
 
     /// Every tag of a repository, sorted.
     pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
+        if self.driver.multipart().is_some() {
+            // Object stores: tags are the `<tag>/current/link` keys, since an emptied (deleted)
+            // tag's prefix may still be listed for a while by some services.
+            let keys = self.driver.list_recursive(&paths::tags_dir(repo)).await?;
+            let mut tags: Vec<Tag> = keys
+                .iter()
+                .filter_map(|k| k.strip_suffix("/current/link"))
+                .filter_map(Tag::parse)
+                .collect();
+            tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            return Ok(tags);
+        }
         match self.driver.list(&paths::tags_dir(repo)).await {
             Ok(names) => Ok(names.iter().filter_map(|n| Tag::parse(n)).collect()),
             Err(e) if e.is_not_found() => Ok(Vec::new()),

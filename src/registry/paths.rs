@@ -104,6 +104,22 @@ pub fn upload_hashstate(r: &RepoName, id: &UploadId, alg: Algorithm, offset: u64
     upload_dir(r, id).join(&format!("hashstates/{}/{offset}", alg.as_str()))
 }
 
+/// Object stores: the session's state (`registry::objectstore`), rewritten after each request.
+pub fn upload_state(r: &RepoName, id: &UploadId) -> StoragePath {
+    upload_dir(r, id).join("state.json")
+}
+
+/// Object stores: bytes past the last whole part, kept until the next request completes a part.
+/// Each request writes a new one (`tail-<uuid>`), named in the state it commits.
+pub fn upload_tail(r: &RepoName, id: &UploadId, name: &str) -> StoragePath {
+    upload_dir(r, id).join(&format!("tail-{name}"))
+}
+
+/// Object stores: garbage collection's lock object; writes are refused while it exists.
+pub fn gc_lock() -> StoragePath {
+    p("wharf-gc.lock".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

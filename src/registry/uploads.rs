@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::storage::DriverError;
 
 /// Longest silence between two body frames before a request is given up.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request waits for another request on the same session to finish.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
 
@@ -53,6 +53,10 @@ impl Registry {
         self.driver
             .put_content(&paths::upload_startedat(repo, &id), Bytes::from(now))
             .await?;
+        if self.driver.multipart().is_some() {
+            self.mp_start(repo, &id, alg).await?;
+            return Ok(UploadStatus { id, size: 0 });
+        }
         let initial = Hasher::new(alg).serialize();
         self.driver
             .put_content(&paths::upload_hashstate(repo, &id, alg, 0), Bytes::from(initial))
@@ -63,6 +67,9 @@ impl Registry {
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
+        }
+        if self.driver.multipart().is_some() {
+            return self.mp_status(repo, id).await;
         }
         let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
             Ok(fi) => fi.size,
@@ -83,6 +90,9 @@ impl Registry {
         location: &str,
     ) -> Result<UploadStatus> {
         let _guard = self.lock_session(repo, id).await?;
+        if self.driver.multipart().is_some() {
+            return self.mp_append(repo, id, chunk, body, location).await;
+        }
         let session = self.load_session(repo, id).await?;
         check_start(&session, chunk, id, location)?;
         let session = self.write_body(repo, id, session, body, chunk.len, true).await?;
@@ -104,6 +114,10 @@ impl Registry {
         location: &str,
     ) -> Result<BlobInfo> {
         let _guard = self.lock_session(repo, id).await?;
+        if self.driver.multipart().is_some() {
+            self.check_gc_lock().await?;
+            return self.mp_finish(repo, Some((id, location)), digest, chunk, body).await;
+        }
         let session = self.load_session(repo, id).await?;
         check_start(&session, chunk, id, location)?;
         // The session ends here, so its hash state need not be checkpointed.
@@ -150,6 +164,11 @@ impl Registry {
         len: Option<u64>,
         body: BodyStream,
     ) -> Result<BlobInfo> {
+        if self.driver.multipart().is_some() {
+            self.check_gc_lock().await?;
+            let chunk = ChunkInfo { start: None, len };
+            return self.mp_finish(repo, None, digest, chunk, body).await;
+        }
         // A one-request upload needs no session files: nobody can resume or query it.
         let id = UploadId::new();
         let alg = digest.algorithm();
@@ -173,6 +192,9 @@ impl Registry {
         let _guard = self.lock_session(repo, id).await?;
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
+        }
+        if self.driver.multipart().is_some() {
+            return self.mp_discard(repo, id).await;
         }
         Ok(self.driver.delete(&paths::upload_dir(repo, id)).await?)
     }
@@ -252,7 +274,13 @@ impl Registry {
         })
     }
 
-    async fn hash_range(&self, p: &crate::storage::StoragePath, mut h: Hasher, start: u64, end: u64) -> Result<Hasher> {
+    pub(crate) async fn hash_range(
+        &self,
+        p: &crate::storage::StoragePath,
+        mut h: Hasher,
+        start: u64,
+        end: u64,
+    ) -> Result<Hasher> {
         if start == end {
             return Ok(h);
         }

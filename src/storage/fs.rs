@@ -265,6 +265,40 @@ impl Driver for FsDriver {
         .await
     }
 
+    async fn list_recursive(&self, p: &StoragePath) -> Result<Vec<String>, DriverError> {
+        let full = self.full(p);
+        self.blocking(move |_| {
+            let mut out = Vec::new();
+            let mut stack = vec![(full.clone(), String::new())];
+            while let Some((dir, rel)) = stack.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(DriverError::io(dir.display(), e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| DriverError::io(dir.display(), e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.contains(".tmp-") {
+                        continue;
+                    }
+                    let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                    if entry
+                        .file_type()
+                        .map_err(|e| DriverError::io(dir.display(), e))?
+                        .is_dir()
+                    {
+                        stack.push((entry.path(), child));
+                    } else {
+                        out.push(child);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self, p: &StoragePath) -> Result<(), DriverError> {
         let full = self.full(p);
         self.blocking(move |_| {

@@ -2,10 +2,15 @@
 //!
 //! Everything above this module addresses storage through [`StoragePath`] values that only
 //! `registry::paths` builds from validated names, so no request can reach outside the root.
-//! Implementations: [`fs::FsDriver`] (the embedded default). An object-store driver comes later
-//! behind the same trait.
+//! Implementations: [`fs::FsDriver`] (the embedded default) and [`s3::S3Driver`] (S3-compatible
+//! object storage on `object_store`). Object stores cannot append or rename, so they also offer
+//! [`Multipart`] (resumable multipart uploads by id) and conditional writes ([`Precondition`]);
+//! the registry uses those for upload sessions when [`Driver::multipart`] is `Some`.
 
 pub mod fs;
+pub mod s3;
+#[cfg(test)]
+mod testsuite;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -53,6 +58,13 @@ pub enum DriverError {
     NotFound(StoragePath),
     #[error("invalid range")]
     InvalidRange,
+    /// A conditional write found the object changed (or present, for `Precondition::Absent`).
+    #[error("precondition failed: {0} was changed by someone else")]
+    Conflict(StoragePath),
+    #[error("not supported by the {driver} driver: {what}")]
+    Unsupported { driver: &'static str, what: &'static str },
+    #[error("object store error on {path}: {message}")]
+    Backend { path: String, message: String },
     #[error("storage i/o error on {path}: {source}")]
     Io {
         path: String,
@@ -80,6 +92,19 @@ pub struct FileInfo {
     pub is_dir: bool,
 }
 
+/// An object's version for conditional writes (its ETag on S3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// The condition of [`Driver::put_if`].
+#[derive(Clone, Debug)]
+pub enum Precondition {
+    /// Only if no object exists at the key (`If-None-Match: *`).
+    Absent,
+    /// Only if the object is still at this version (`If-Match`).
+    Matches(Version),
+}
+
 /// A stream of body chunks read from storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -103,6 +128,56 @@ pub trait Driver: Send + Sync + 'static {
     async fn move_(&self, from: &StoragePath, to: &StoragePath) -> Result<(), DriverError>;
     /// Delete an object or a whole directory tree. Deleting what is absent is not an error.
     async fn delete(&self, p: &StoragePath) -> Result<(), DriverError>;
+
+    /// Keys of every object below `p`, relative to it, in no particular order (empty when none).
+    /// Unlike [`Driver::list`], never shows an emptied directory: some S3-compatible services
+    /// (SeaweedFS) keep listing a deleted object's folder as a common prefix for a while.
+    async fn list_recursive(&self, p: &StoragePath) -> Result<Vec<String>, DriverError>;
+
+    // ---- object-store capabilities (the filesystem driver has none of them)
+
+    /// Resumable multipart uploads; `None` when upload data is appended in place instead.
+    fn multipart(&self) -> Option<&dyn Multipart> {
+        None
+    }
+    /// Read a small object with its version, for a later [`Driver::put_if`].
+    async fn get_versioned(&self, p: &StoragePath) -> Result<(Bytes, Option<Version>), DriverError> {
+        Ok((self.get_content(p).await?, None))
+    }
+    /// Write a small object only if `cond` holds; `Conflict` otherwise. Returns the new version.
+    async fn put_if(
+        &self,
+        _p: &StoragePath,
+        _data: Bytes,
+        _cond: Precondition,
+    ) -> Result<Option<Version>, DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            what: "conditional writes",
+        })
+    }
+    /// A URL the client can GET the object from directly (presigned), when the driver has one.
+    async fn redirect_url(&self, _p: &StoragePath) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+}
+
+/// Multipart uploads addressed by id, so any process can continue one another started
+/// (object_store's `MultipartStore`). Every part but the last must be at least 5 MiB.
+#[async_trait]
+pub trait Multipart: Send + Sync {
+    /// The configured part size (`storage.s3.chunksize`).
+    fn part_size(&self) -> usize;
+    /// Start an upload that will become the object at `p`; returns its id.
+    async fn create(&self, p: &StoragePath) -> Result<String, DriverError>;
+    /// Upload part `idx` (from 0); returns the part's ETag.
+    async fn put_part(&self, p: &StoragePath, id: &str, idx: usize, data: Vec<Bytes>) -> Result<String, DriverError>;
+    /// Assemble the parts (ETags in order) into the object at `p`.
+    async fn complete(&self, p: &StoragePath, id: &str, etags: Vec<String>) -> Result<(), DriverError>;
+    /// Discard an upload and its parts. Aborting an unknown upload is not an error.
+    async fn abort(&self, p: &StoragePath, id: &str) -> Result<(), DriverError>;
+    /// Server-side copy of an object of `size` bytes (no bytes flow through Wharf).
+    async fn copy(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), DriverError>;
 }
 
 /// A blocking, append-only writer for upload data.
