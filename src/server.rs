@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{self, App};
 use crate::registry::{Options, Registry};
@@ -48,9 +49,11 @@ pub async fn serve(
             )
         })?)
     };
+    let auth = Auth::from_config(&config.auth).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
         registry: registry_for(&config, driver),
         readonly,
+        auth,
     });
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -58,6 +61,7 @@ pub async fn serve(
         storage = %config.storage.filesystem.rootdirectory.display(),
         delete_enabled = config.storage.delete.enabled,
         readonly,
+        auth = app.auth.describe(),
         "listening"
     );
     let purging = &config.storage.maintenance.uploadpurging;
@@ -69,9 +73,12 @@ pub async fn serve(
             purging.dryrun,
         ));
     }
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

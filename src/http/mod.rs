@@ -15,13 +15,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, extract::DefaultBodyLimit};
 use futures::StreamExt;
 
+use crate::auth::{Auth, RequestInfo};
 use crate::error::{Error, Result};
 use crate::registry::{BodyStream, Registry};
 use route::V2Route;
@@ -30,6 +31,7 @@ pub struct App {
     pub registry: Registry,
     /// `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
     pub readonly: bool,
+    pub auth: Auth,
 }
 
 pub type AppState = Arc<App>;
@@ -68,8 +70,25 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         Ok(Query(p)) => p,
         Err(_) => Vec::new(),
     };
-    let q: HashMap<String, String> = pairs.iter().cloned().collect();
+    let mut q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
+    let info = RequestInfo {
+        headers: Some(req.headers()),
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+    };
+    let caller = app.auth.check(info, &route.required_access(&method)).await?;
+    // A mount needs pull on its source; without it (or without a source while auth is on, as
+    // the blob could come from anywhere) the request falls back to a plain upload session.
+    if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
+        let pullable = q.get("from").is_some_and(|f| app.auth.may_pull(&caller, f));
+        if !pullable {
+            q.remove("mount");
+            q.remove("from");
+        }
+    }
     if app.readonly && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         return Err(Error::Unsupported(
             "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
@@ -93,7 +112,9 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
         (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
-        (Catalog, &Method::GET | &Method::HEAD) => listing::catalog(app, &q).await,
+        (Catalog, &Method::GET | &Method::HEAD) => {
+            listing::catalog(app, &q, &|repo| app.auth.may_pull(&caller, repo)).await
+        }
         (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, &q).await,
         _ => Err(Error::MethodNotAllowed {
             method: method.to_string(),
