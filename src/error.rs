@@ -61,6 +61,9 @@ pub enum Error {
     /// 403: the caller is known, and the access rules refuse.
     #[error("requested access to the resource is denied")]
     Denied { detail: Vec<Value> },
+    /// A token endpoint request that cannot be served (unknown grant type, missing fields).
+    #[error("invalid token request: {0}")]
+    TokenRequestInvalid(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -85,7 +88,8 @@ impl Error {
             Error::Unsupported(_)
             | Error::MethodNotAllowed { .. }
             | Error::NotFound(_)
-            | Error::PaginationInvalid(_) => "UNSUPPORTED",
+            | Error::PaginationInvalid(_)
+            | Error::TokenRequestInvalid(_) => "UNSUPPORTED",
             Error::Unauthorized { .. } => "UNAUTHORIZED",
             Error::Denied { .. } => "DENIED",
             Error::Internal(_) => "UNKNOWN",

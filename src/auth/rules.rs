@@ -84,6 +84,11 @@ impl Rules {
         Rules { rules, memberships }
     }
 
+    /// Whether any `[[auth.access]]` rule is configured.
+    pub fn configured(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     /// What `user` (None: anonymous) may do on repository `repo`.
     pub fn repository(&self, user: Option<&str>, repo: &str) -> Actions {
         if self.rules.is_empty() {

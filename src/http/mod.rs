@@ -6,6 +6,7 @@ pub mod headers;
 pub mod listing;
 pub mod manifests;
 pub mod route;
+pub mod token;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -37,8 +38,18 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .fallback(dispatch)
+    let mut r = Router::new();
+    if app.auth.issues_tokens() {
+        r = r
+            .route(
+                "/token",
+                axum::routing::get(token::get)
+                    .post(token::post)
+                    .layer(DefaultBodyLimit::max(64 * 1024)),
+            )
+            .route("/token/jwks.json", axum::routing::get(token::jwks));
+    }
+    r.fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(api_version))
         .layer(middleware::from_fn(access_log))
@@ -72,14 +83,10 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
     };
     let mut q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
-    let info = RequestInfo {
-        headers: Some(req.headers()),
-        peer: req
-            .extensions()
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip()),
-    };
-    let caller = app.auth.check(info, &route.required_access(&method)).await?;
+    let caller = app
+        .auth
+        .check(request_info(&req), &route.required_access(&method))
+        .await?;
     // A mount needs pull on its source; without it (or without a source while auth is on, as
     // the blob could come from anywhere) the request falls back to a plain upload session.
     if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
@@ -113,13 +120,28 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
         (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
         (Catalog, &Method::GET | &Method::HEAD) => {
-            listing::catalog(app, &q, &|repo| app.auth.may_pull(&caller, repo)).await
+            listing::catalog(app, &q, &|repo| app.auth.catalog_shows(&caller, repo)).await
         }
         (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, &q).await,
         _ => Err(Error::MethodNotAllowed {
             method: method.to_string(),
             route: route.kind(),
         }),
+    }
+}
+
+/// Request extension the server adds on TLS connections.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsConnection;
+
+pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
+    RequestInfo {
+        headers: Some(req.headers()),
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        tls: req.extensions().get::<TlsConnection>().is_some(),
     }
 }
 
