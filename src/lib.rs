@@ -12,6 +12,7 @@ pub mod http;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 pub use config::Config;
 pub use server::serve;

@@ -289,6 +289,7 @@ fn other_hash_kinds_are_refused_at_startup() {
 #[tokio::test]
 async fn repeated_failures_slow_down_that_client_only() {
     let s = start(&[("alice", "pa")], "");
+    install_crypto_provider();
     let from = |ip: &str| {
         reqwest::Client::builder()
             .local_address(ip.parse::<std::net::IpAddr>().unwrap())

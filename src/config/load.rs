@@ -47,6 +47,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
             )
         })?;
         merge(&mut tree, Value::Table(file_tree));
+        fill_optional_sections(&mut tree);
     }
 
     let mut vars: Vec<&(String, String)> = env.iter().collect();
@@ -98,6 +99,19 @@ fn optional_section(path: &[&str]) -> Option<Value> {
         _ => return None,
     };
     Some(v.expect("defaults serialize"))
+}
+
+/// Give optional sections that the file wrote partly their missing keys (so the environment
+/// can still set them, e.g. REGISTRY_HTTP_TLS_CERTIFICATE beside a file's `[http.tls] minimumtls`).
+fn fill_optional_sections(tree: &mut Value) {
+    for section in [["auth", "htpasswd"], ["auth", "token"], ["http", "tls"]] {
+        let path: Vec<String> = section.iter().map(|s| s.to_string()).collect();
+        if let Some(slot) = lookup_mut(tree, &path) {
+            let mut full = optional_section(&section).expect("known section");
+            merge(&mut full, slot.clone());
+            *slot = full;
+        }
+    }
 }
 
 fn add_optional_section(tree: &mut Value, path: &[String]) {
@@ -334,6 +348,20 @@ mod tests {
         let t = c.auth.token.unwrap();
         assert_eq!(t.rootcertbundle, "/certs/issuer.pem");
         assert_eq!(t.expiration, "5m");
+    }
+
+    #[test]
+    fn environment_completes_a_section_the_file_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[http.tls]\nminimumtls = \"tls1.3\"\n").unwrap();
+        let c = load(
+            Some(&f),
+            &env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c"), ("REGISTRY_HTTP_TLS_KEY", "/k")]),
+        )
+        .unwrap();
+        let t = c.http.tls.unwrap();
+        assert_eq!((t.certificate.as_str(), t.minimumtls.as_str()), ("/c", "tls1.3"));
     }
 
     #[test]

@@ -98,3 +98,88 @@ pub async fn catalog(c: &Client, base: &str, cred: &Cred) -> Vec<String> {
         .map(|x| x.as_str().unwrap().to_owned())
         .collect()
 }
+
+/// A test CA that signs server and client certificates.
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        TestCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// (certificate PEM, key PEM) for a server (SAN 127.0.0.1 and localhost) or a client.
+    pub fn issue(&self, cn: &str, server: bool) -> (String, String) {
+        let sans = if server {
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A rustls client configuration trusting `ca_pem`, optionally presenting a client certificate,
+/// limited to `versions`.
+pub fn tls_client_config(
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    }
+}
+
+/// A reqwest client for HTTPS against the test CA.
+pub fn https_client(ca_pem: &str, client: Option<(&str, &str)>) -> Client {
+    super::common::install_crypto_provider();
+    Client::builder()
+        .use_preconfigured_tls(tls_client_config(
+            ca_pem,
+            client,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+        ))
+        .build()
+        .unwrap()
+}
