@@ -99,6 +99,33 @@ async fn challenge_wrong_and_right_credentials() {
     assert!(logs.contains("failed login"), "{logs}");
 }
 
+/// A client that sends a body before it knows it needs credentials reads the 401 (the body is
+/// drained), rather than a broken pipe, and its pooled connection stays usable.
+#[tokio::test]
+async fn a_refused_body_is_drained_so_the_client_reads_the_401() {
+    let s = start(&[("alice", "pa")], "");
+    let c = client();
+    for (i, size) in [100usize, 70_000, 3 << 20].into_iter().cycle().take(30).enumerate() {
+        let cred = if i % 2 == 0 {
+            Cred::None
+        } else {
+            Cred::basic("alice", "wrong")
+        };
+        let r = cred
+            .apply(c.put(s.url("/v2/a/manifests/v1")))
+            .header("content-type", OCI_MANIFEST)
+            .body(vec![b' '; size])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} ({size} bytes): {e}"));
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            status(Cred::basic("alice", "pa").apply(c.get(s.url("/v2/")))).await,
+            200
+        );
+    }
+}
+
 #[tokio::test]
 async fn rules_grant_and_refuse() {
     let users = [("alice", "pa"), ("bob", "pb"), ("carol", "pc"), ("admin", "px")];
@@ -289,7 +316,6 @@ fn other_hash_kinds_are_refused_at_startup() {
 #[tokio::test]
 async fn repeated_failures_slow_down_that_client_only() {
     let s = start(&[("alice", "pa")], "");
-    install_crypto_provider();
     let from = |ip: &str| {
         reqwest::Client::builder()
             .local_address(ip.parse::<std::net::IpAddr>().unwrap())

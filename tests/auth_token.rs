@@ -163,6 +163,17 @@ async fn challenges_name_the_realm_service_and_scope() {
     assert_eq!(r.status(), 401);
     assert!(challenge(&r).contains("scope=\"repository:team-a/app:pull,push\""));
     assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["UNAUTHORIZED"]);
+    // a mount also asks for pull on its source, so the client's token can cover it
+    let r = client()
+        .post(s.url("/v2/team-a/app/blobs/uploads/?mount=sha256:0000000000000000000000000000000000000000000000000000000000000000&from=team-a/base"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        challenge(&r).contains("scope=\"repository:team-a/app:pull,push repository:team-a/base:pull\""),
+        "{}",
+        challenge(&r)
+    );
     // Basic credentials are not accepted by the registry in token mode: get a token
     let (st, ch) = get_status(s, "/v2/", &Cred::basic("alice", "pa")).await;
     assert_eq!((st, ch.starts_with("Bearer ")), (401, true));

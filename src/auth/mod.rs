@@ -221,8 +221,9 @@ impl Auth {
     }
 
     /// Authenticate the caller and authorize every access in `required` (an empty list, as
-    /// for `/v2/`, still needs an authenticated caller).
-    pub async fn check(&self, req: RequestInfo<'_>, required: &[Access]) -> Result<Caller, Error> {
+    /// for `/v2/`, still needs an authenticated caller). `also_ask` is not required but goes
+    /// into a bearer challenge's scope, so the client's token can cover it (a mount's source).
+    pub async fn check(&self, req: RequestInfo<'_>, required: &[Access], also_ask: &[Access]) -> Result<Caller, Error> {
         match &self.mode {
             Mode::Off => Ok(Caller::default()),
             Mode::Basic { realm, users } => {
@@ -255,8 +256,9 @@ impl Auth {
                 }
             }
             Mode::Token(t) => {
+                let asked: Vec<Access> = required.iter().chain(also_ask).cloned().collect();
                 let challenge = |error: Option<&str>| Error::Unauthorized {
-                    challenge: self.bearer_challenge(t, &req, required, error),
+                    challenge: self.bearer_challenge(t, &req, &asked, error),
                     detail: details(required),
                 };
                 let creds = req.headers.map(credentials).unwrap_or(Credentials::None);

@@ -83,10 +83,25 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
     };
     let mut q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
-    let caller = app
+    // A mount's source is not required (without pull on it the mount becomes an upload), but a
+    // bearer challenge asks for it, so the client's token can cover it.
+    let mount_source: Vec<crate::auth::Access> = match (&route, q.get("from")) {
+        (V2Route::UploadStart { .. }, Some(from)) if q.contains_key("mount") => {
+            vec![crate::auth::Access::repository(from, crate::auth::scope::PULL)]
+        }
+        _ => Vec::new(),
+    };
+    let caller = match app
         .auth
-        .check(request_info(&req), &route.required_access(&method))
-        .await?;
+        .check(request_info(&req), &route.required_access(&method), &mount_source)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            drain_refused(req.into_body()).await;
+            return Err(e);
+        }
+    };
     // A mount needs pull on its source; without it (or without a source while auth is on, as
     // the blob could come from anywhere) the request falls back to a plain upload session.
     if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
@@ -128,6 +143,25 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
             route: route.kind(),
         }),
     }
+}
+
+/// Read and discard a refused request's body (up to 8 MiB, for up to 5 s), so a client still
+/// sending it reads the 401 instead of a broken pipe (Go's net/http drains 256 KiB the same
+/// way). 8 MiB covers any manifest (the limit is 4 MiB), which clients send before they know
+/// they need a token; a larger body (a blob) is cut off and the connection closed.
+async fn drain_refused(body: Body) {
+    const LIMIT: usize = 8 << 20;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut drained = 0;
+        while drained < LIMIT {
+            match stream.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Request extension the server adds on TLS connections.

@@ -173,7 +173,6 @@ pub fn tls_client_config(
 
 /// A reqwest client for HTTPS against the test CA.
 pub fn https_client(ca_pem: &str, client: Option<(&str, &str)>) -> Client {
-    super::common::install_crypto_provider();
     Client::builder()
         .use_preconfigured_tls(tls_client_config(
             ca_pem,

@@ -142,13 +142,7 @@ impl Drop for Server {
     }
 }
 
-/// reqwest's rustls has no built-in crypto provider here: use the server's (aws-lc-rs).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 pub fn client() -> reqwest::Client {
-    install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
