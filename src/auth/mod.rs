@@ -197,15 +197,6 @@ impl Auth {
         })
     }
 
-    /// No authentication at all (tests, and registries without `auth`).
-    pub fn off() -> Auth {
-        Auth {
-            mode: Mode::Off,
-            rules: Rules::from_config(&AuthConfig::default()),
-            limiter: Limiter::default(),
-        }
-    }
-
     /// For the start-up log line.
     pub fn describe(&self) -> &'static str {
         match self.mode {

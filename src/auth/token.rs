@@ -176,10 +176,6 @@ impl Signer {
         ))
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
     /// The public key as a JWK set, for `/token/jwks.json`.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
