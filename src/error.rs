@@ -54,6 +54,16 @@ pub enum Error {
     NotFound(String),
     #[error("method {method} not allowed on {route}")]
     MethodNotAllowed { method: String, route: &'static str },
+    /// 401: no credentials, wrong ones, or a token that does not cover the request. The
+    /// challenge is the `WWW-Authenticate` value; `detail` lists the accesses needed.
+    #[error("authentication required")]
+    Unauthorized { challenge: String, detail: Vec<Value> },
+    /// 403: the caller is known, and the access rules refuse.
+    #[error("requested access to the resource is denied")]
+    Denied { detail: Vec<Value> },
+    /// A token endpoint request that cannot be served (unknown grant type, missing fields).
+    #[error("invalid token request: {0}")]
+    TokenRequestInvalid(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,7 +88,10 @@ impl Error {
             Error::Unsupported(_)
             | Error::MethodNotAllowed { .. }
             | Error::NotFound(_)
-            | Error::PaginationInvalid(_) => "UNSUPPORTED",
+            | Error::PaginationInvalid(_)
+            | Error::TokenRequestInvalid(_) => "UNSUPPORTED",
+            Error::Unauthorized { .. } => "UNAUTHORIZED",
+            Error::Denied { .. } => "DENIED",
             Error::Internal(_) => "UNKNOWN",
         }
     }
@@ -94,6 +107,8 @@ impl Error {
             Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyTags { .. } => StatusCode::URI_TOO_LONG,
             Error::Unsupported(_) | Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Denied { .. } => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -121,6 +136,9 @@ impl Error {
             Error::ManifestBlobUnknown(ds) => ds.iter().map(|d| json!({ "digest": d })).collect(),
             Error::UploadRangeInvalid { size, start, .. } => vec![json!({ "offset": size, "start": start })],
             Error::RangeNotSatisfiable { size } => vec![json!({ "size": size })],
+            Error::Unauthorized { detail, .. } | Error::Denied { detail } if !detail.is_empty() => {
+                vec![Value::Array(detail.clone())]
+            }
             // Internal causes are logged, never sent.
             Error::Internal(_) => vec![Value::Null],
             _ => vec![Value::Null],
@@ -141,6 +159,7 @@ impl Error {
                 insert(&mut h, header::RANGE, &range_header(*size));
             }
             Error::RangeNotSatisfiable { size } => insert(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}")),
+            Error::Unauthorized { challenge, .. } => insert(&mut h, header::WWW_AUTHENTICATE, challenge),
             _ => {}
         }
         h

@@ -4,6 +4,7 @@
 //! `cli`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
 //! code that knows the storage layout) → `storage` (the driver trait and its implementations).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 pub use config::Config;
 pub use server::serve;

@@ -1,17 +1,25 @@
 //! Building the application from a configuration and serving it on a listener.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Layer;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{self, App};
 use crate::registry::{Options, Registry};
 use crate::storage::Driver;
 use crate::storage::fs::FsDriver;
 use crate::storage::s3::S3Driver;
+use crate::tls::Tls;
 
 /// The configured storage: the filesystem (the default), or S3 when `storage.s3.bucket` is set.
 pub enum Store {
@@ -85,9 +93,15 @@ pub async fn serve(
     } else {
         None
     };
+    let auth = Auth::from_config(&config.auth).map_err(anyhow::Error::msg)?;
+    let tls = match &config.http.tls {
+        Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
+        _ => None,
+    };
     let app = Arc::new(App {
         registry: registry_for(&config, &store),
         readonly,
+        auth,
     });
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -95,6 +109,8 @@ pub async fn serve(
         storage = %store.describe(),
         delete_enabled = config.storage.delete.enabled,
         readonly,
+        auth = app.auth.describe(),
+        tls = tls.as_ref().map_or("off", |t| if t.client_auth() { "on, client certificates required" } else { "on" }),
         "listening"
     );
     let purging = &config.storage.maintenance.uploadpurging;
@@ -106,11 +122,82 @@ pub async fn serve(
             purging.dryrun,
         ));
     }
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    if let Some(t) = &tls {
+        t.clone().watch();
+    }
+    accept_loop(listener, http::router(app), tls, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Accept connections until `shutdown`, serving each (after a TLS handshake when `tls` is
+/// set) with HTTP/1.1; then wait for in-flight connections to finish their requests.
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_connection(TokioIo::new(stream), router, peer, false, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), router, peer, true, watcher).await,
+                    Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    router: axum::Router,
+    peer: SocketAddr,
+    tls: bool,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // What handlers learn about the connection: the client address (login limiter) and TLS.
+    let svc = tower::util::MapRequestLayer::new(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if tls {
+            req.extensions_mut().insert(http::TlsConnection);
+        }
+        req
+    })
+    .layer(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, TowerToHyperService::new(svc));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(client = %peer, "connection ended: {e}");
+    }
 }
 
 /// Distribution's upload purger: every `interval`, remove sessions older than `age`.

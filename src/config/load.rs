@@ -47,6 +47,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
             )
         })?;
         merge(&mut tree, Value::Table(file_tree));
+        fill_optional_sections(&mut tree);
     }
 
     let mut vars: Vec<&(String, String)> = env.iter().collect();
@@ -67,6 +68,12 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
         let path: Vec<String> = rest.split('_').map(|s| s.to_ascii_lowercase()).collect();
         let key = path.join(".");
         let note = format!(" (from {name})");
+        if key == "auth" && !value.trim_start().starts_with('{') {
+            select_auth(&mut tree, value).map_err(|r| ConfigError::new(&key, &note, r))?;
+            sources.insert(key, note);
+            continue;
+        }
+        add_optional_section(&mut tree, &path);
         match lookup_mut(&mut tree, &path) {
             Some(slot) => {
                 *slot = typed_like(slot, value).map_err(|r| ConfigError::new(&key, &note, r))?;
@@ -85,6 +92,68 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
         .validate()
         .map_err(|(key, reason)| ConfigError::new(&key, note_for(&key), reason))?;
     Ok(config)
+}
+
+/// Sections that are absent by default (their presence turns a feature on), with their defaults,
+/// so that `REGISTRY_AUTH_HTPASSWD_PATH` or `REGISTRY_HTTP_TLS_CERTIFICATE` can create them.
+fn optional_section(path: &[&str]) -> Option<Value> {
+    let v = match path {
+        ["auth", "htpasswd"] => Value::try_from(super::HtpasswdConfig::default()),
+        ["auth", "token"] => Value::try_from(super::TokenConfig::default()),
+        ["http", "tls"] => Value::try_from(super::TlsConfig::default()),
+        _ => return None,
+    };
+    Some(v.expect("defaults serialize"))
+}
+
+/// Give optional sections that the file wrote partly their missing keys (so the environment
+/// can still set them, e.g. REGISTRY_HTTP_TLS_CERTIFICATE beside a file's `[http.tls] minimumtls`).
+fn fill_optional_sections(tree: &mut Value) {
+    for section in [["auth", "htpasswd"], ["auth", "token"], ["http", "tls"]] {
+        let path: Vec<String> = section.iter().map(|s| s.to_string()).collect();
+        if let Some(slot) = lookup_mut(tree, &path) {
+            let mut full = optional_section(&section).expect("known section");
+            merge(&mut full, slot.clone());
+            *slot = full;
+        }
+    }
+}
+
+fn add_optional_section(tree: &mut Value, path: &[String]) {
+    if path.len() < 2 {
+        return;
+    }
+    let section = [path[0].as_str(), path[1].as_str()];
+    if let Some(defaults) = optional_section(&section)
+        && let Some(parent) = lookup_mut(tree, &path[..1]).and_then(Value::as_table_mut)
+        && !parent.contains_key(section[1])
+    {
+        parent.insert(section[1].to_owned(), defaults);
+    }
+}
+
+/// `REGISTRY_AUTH=htpasswd` (or `token`, or `none`) selects the auth type, as Distribution's
+/// `auth` map with one entry: the other type's section goes, the selected one is created.
+fn select_auth(tree: &mut Value, value: &str) -> Result<(), String> {
+    let kind = value.trim().to_ascii_lowercase();
+    let auth = lookup_mut(tree, &["auth".to_owned()])
+        .and_then(Value::as_table_mut)
+        .expect("auth section");
+    match kind.as_str() {
+        "none" | "" => {
+            auth.remove("htpasswd");
+            auth.remove("token");
+        }
+        "htpasswd" | "token" => {
+            let other = if kind == "htpasswd" { "token" } else { "htpasswd" };
+            auth.remove(other);
+            if !auth.contains_key(&kind) {
+                auth.insert(kind.clone(), optional_section(&["auth", &kind]).expect("auth section"));
+            }
+        }
+        _ => return Err(format!("{value:?} is not one of htpasswd, token, none")),
+    }
+    Ok(())
 }
 
 fn merge(base: &mut Value, over: Value) {
@@ -132,6 +201,18 @@ fn typed_like(old: &Value, v: &str) -> Result<Value, String> {
                 .map_err(|_| format!("expected an integer, got {v:?}"))?,
         ),
         Value::Float(_) => Value::Float(v.trim().parse().map_err(|_| format!("expected a number, got {v:?}"))?),
+        // A list: JSON (`["a.pem","b.pem"]`), or items separated by commas.
+        Value::Array(_) => match serde_json::from_str::<Vec<String>>(v) {
+            Ok(items) => Value::Array(items.into_iter().map(Value::String).collect()),
+            Err(_) if v.trim_start().starts_with('[') => return Err(format!("expected a list of strings, got {v:?}")),
+            Err(_) => Value::Array(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        },
         _ => Value::String(v.to_owned()),
     })
 }
@@ -274,6 +355,77 @@ mod tests {
         assert!(e.to_string().contains("REGISTRY_STORAGE_DELETE_ENABLED"), "{e}");
         let e = load(None, &env(&[("REGISTRY_HTTP_ADDR", "nonsense")])).unwrap_err();
         assert_eq!(e.key, "http.addr");
+    }
+
+    #[test]
+    fn registry_auth_selects_the_type() {
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_AUTH", "htpasswd"),
+                ("REGISTRY_AUTH_HTPASSWD_REALM", "Wharf"),
+                ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+            ]),
+        )
+        .unwrap();
+        let h = c.auth.htpasswd.unwrap();
+        assert_eq!((h.realm.as_str(), h.path.as_str()), ("Wharf", "/auth/htpasswd"));
+        assert!(c.auth.token.is_none());
+        // The path alone selects htpasswd too, as Distribution's map does.
+        let c = load(None, &env(&[("REGISTRY_AUTH_HTPASSWD_PATH", "/h")])).unwrap();
+        assert_eq!(c.auth.htpasswd.unwrap().realm, "Registry Realm");
+        let e = load(None, &env(&[("REGISTRY_AUTH", "htpasswd")])).unwrap_err();
+        assert_eq!(e.key, "auth.htpasswd.path");
+        let e = load(None, &env(&[("REGISTRY_AUTH", "silly")])).unwrap_err();
+        assert_eq!(e.key, "auth");
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_AUTH", "token"),
+                ("REGISTRY_AUTH_TOKEN_REALM", "https://auth.example/token"),
+                ("REGISTRY_AUTH_TOKEN_SERVICE", "registry.example"),
+                ("REGISTRY_AUTH_TOKEN_ISSUER", "auth.example"),
+                ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "/certs/issuer.pem"),
+            ]),
+        )
+        .unwrap();
+        let t = c.auth.token.unwrap();
+        assert_eq!(t.rootcertbundle, "/certs/issuer.pem");
+        assert_eq!(t.expiration, "5m");
+    }
+
+    #[test]
+    fn environment_completes_a_section_the_file_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[http.tls]\nminimumtls = \"tls1.3\"\n").unwrap();
+        let c = load(
+            Some(&f),
+            &env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c"), ("REGISTRY_HTTP_TLS_KEY", "/k")]),
+        )
+        .unwrap();
+        let t = c.http.tls.unwrap();
+        assert_eq!((t.certificate.as_str(), t.minimumtls.as_str()), ("/c", "tls1.3"));
+    }
+
+    #[test]
+    fn tls_variables_create_the_section() {
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+                ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+                ("REGISTRY_HTTP_TLS_CLIENTCAS", "/certs/ca1.pem, /certs/ca2.pem"),
+            ]),
+        )
+        .unwrap();
+        let t = c.http.tls.unwrap();
+        assert_eq!(t.certificate, "/certs/domain.crt");
+        assert_eq!(t.clientcas, vec!["/certs/ca1.pem", "/certs/ca2.pem"]);
+        assert_eq!(t.minimumtls, "tls1.2");
+        let e = load(None, &env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/c")])).unwrap_err();
+        assert_eq!(e.key, "http.tls.key");
+        assert!(load(None, &[]).unwrap().http.tls.is_none());
     }
 
     #[test]

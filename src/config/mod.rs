@@ -5,6 +5,7 @@
 
 mod load;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +37,125 @@ pub struct LogConfig {
 pub struct HttpConfig {
     /// `host:port` or `:port` (all interfaces), as in `registry:2`.
     pub addr: String,
+    /// `http.tls`: serve HTTPS (absent: plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Distribution's `http.tls`. Paths are empty when unset (so REGISTRY_HTTP_TLS_* can set them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// PEM CA bundles: when set, clients must present a certificate signed by one of them (mTLS).
+    pub clientcas: Vec<String>,
+    /// "tls1.2" (default) or "tls1.3". Older versions are never offered.
+    pub minimumtls: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificate: String::new(),
+            key: String::new(),
+            clientcas: Vec::new(),
+            minimumtls: "tls1.2".into(),
+        }
+    }
+}
+
+/// `auth`: at most one of `htpasswd` and `token` (as Distribution's `auth` map), plus Wharf's
+/// access rules and groups.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<HtpasswdConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenConfig>,
+    /// Group name -> user names, for `groups` in access rules.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Access rules (`[[auth.access]]`). None: every authenticated user may do everything.
+    pub access: Vec<AccessRuleConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HtpasswdConfig {
+    pub realm: String,
+    pub path: String,
+}
+
+impl Default for HtpasswdConfig {
+    fn default() -> Self {
+        HtpasswdConfig {
+            realm: "Registry Realm".into(),
+            path: String::new(),
+        }
+    }
+}
+
+/// Distribution's `auth.token`, plus Wharf's built-in issuer (`signingkey`, `htpasswd`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Token endpoint URL put in challenges. Empty with a built-in issuer: this server's /token.
+    pub realm: String,
+    /// The audience (`aud`) tokens must name.
+    pub service: String,
+    /// The issuer (`iss`) tokens must name.
+    pub issuer: String,
+    /// PEM certificates or public keys whose tokens are trusted (an external issuer).
+    pub rootcertbundle: String,
+    /// A JSON Web Key Set file whose keys are trusted (an external issuer).
+    pub jwks: String,
+    /// PEM private key (EC P-256 -> ES256, RSA -> RS256): enables the built-in `/token` issuer.
+    pub signingkey: String,
+    /// htpasswd file whose users the built-in issuer authenticates.
+    pub htpasswd: String,
+    /// Lifetime of issued access tokens.
+    pub expiration: String,
+    /// Lifetime of refresh tokens (OAuth2 `access_type=offline`, `offline_token=true`).
+    pub refreshexpiration: String,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    pub leeway: String,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            realm: String::new(),
+            service: String::new(),
+            issuer: String::new(),
+            rootcertbundle: String::new(),
+            jwks: String::new(),
+            signingkey: String::new(),
+            htpasswd: String::new(),
+            expiration: "5m".into(),
+            refreshexpiration: "720h".into(),
+            leeway: "60s".into(),
+        }
+    }
+}
+
+/// One `[[auth.access]]` rule: who (users, groups, anonymous) may do what (actions) where
+/// (repository globs). Rules only grant; a caller gets the union of every rule that matches.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessRuleConfig {
+    /// Globs: `*` matches within one path component, `**` any number of components.
+    pub repositories: Vec<String>,
+    /// User names; `"*"` is every authenticated user.
+    pub users: Vec<String>,
+    /// Group names from `[auth.groups]`.
+    pub groups: Vec<String>,
+    /// The rule also applies to callers without credentials.
+    pub anonymous: bool,
+    /// `pull`, `push`, `delete`, or `"*"` for all three.
+    pub actions: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -185,6 +306,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -200,7 +322,10 @@ impl Default for LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { addr: ":5000".into() }
+        HttpConfig {
+            addr: ":5000".into(),
+            tls: None,
+        }
     }
 }
 
@@ -294,6 +419,98 @@ impl Config {
         }
         if self.storage.filesystem.rootdirectory.as_os_str().is_empty() {
             return Err(("storage.filesystem.rootdirectory".into(), "must not be empty".into()));
+        }
+        self.validate_tls()?;
+        self.validate_auth()
+    }
+
+    fn validate_tls(&self) -> Result<(), (String, String)> {
+        let Some(tls) = &self.http.tls else { return Ok(()) };
+        match (tls.certificate.is_empty(), tls.key.is_empty()) {
+            (false, false) => {}
+            (true, true) if tls.clientcas.is_empty() => {}
+            (true, _) => return Err(("http.tls.certificate".into(), "must be set with http.tls.key".into())),
+            (false, true) => return Err(("http.tls.key".into(), "must be set with http.tls.certificate".into())),
+        }
+        if !["tls1.2", "tls1.3"].contains(&tls.minimumtls.as_str()) {
+            return Err((
+                "http.tls.minimumtls".into(),
+                format!("{:?} is not one of tls1.2, tls1.3", tls.minimumtls),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), (String, String)> {
+        let auth = &self.auth;
+        let err = |k: &str, m: String| Err((k.to_owned(), m));
+        if auth.htpasswd.is_some() && auth.token.is_some() {
+            return err("auth", "configure one of auth.htpasswd and auth.token, not both".into());
+        }
+        if let Some(h) = &auth.htpasswd
+            && h.path.is_empty()
+        {
+            return err("auth.htpasswd.path", "must be set (a bcrypt htpasswd file)".into());
+        }
+        if let Some(t) = &auth.token {
+            for (k, v) in [("service", &t.service), ("issuer", &t.issuer)] {
+                if v.is_empty() {
+                    return err(&format!("auth.token.{k}"), "must be set".into());
+                }
+            }
+            if t.signingkey.is_empty() && t.rootcertbundle.is_empty() && t.jwks.is_empty() {
+                return err(
+                    "auth.token",
+                    "set signingkey (built-in issuer), or rootcertbundle or jwks (an external issuer)".into(),
+                );
+            }
+            if t.signingkey.is_empty() && t.realm.is_empty() {
+                return err("auth.token.realm", "must be set for an external issuer".into());
+            }
+            if !t.signingkey.is_empty() && t.htpasswd.is_empty() {
+                return err(
+                    "auth.token.htpasswd",
+                    "must be set with signingkey (the users the built-in issuer authenticates)".into(),
+                );
+            }
+            for (k, v) in [
+                ("expiration", &t.expiration),
+                ("refreshexpiration", &t.refreshexpiration),
+                ("leeway", &t.leeway),
+            ] {
+                parse_duration(v).map_err(|e| (format!("auth.token.{k}"), e))?;
+            }
+        }
+        if auth.htpasswd.is_none() && auth.token.is_none() && !auth.access.is_empty() {
+            return err(
+                "auth.access",
+                "access rules need auth.htpasswd or auth.token (without auth everyone may do everything)".into(),
+            );
+        }
+        for (i, rule) in auth.access.iter().enumerate() {
+            let key = |k: &str| format!("auth.access[{i}].{k}");
+            if rule.repositories.is_empty() {
+                return err(&key("repositories"), "must list at least one pattern".into());
+            }
+            if let Some(bad) = rule.repositories.iter().find(|p| p.is_empty() || p.contains("//")) {
+                return err(&key("repositories"), format!("{bad:?} is not a repository pattern"));
+            }
+            if let Some(bad) = rule
+                .actions
+                .iter()
+                .find(|a| !["pull", "push", "delete", "*"].contains(&a.as_str()))
+            {
+                return err(&key("actions"), format!("{bad:?} is not one of pull, push, delete, *"));
+            }
+            if rule.users.is_empty() && rule.groups.is_empty() && !rule.anonymous {
+                return err(
+                    &key("users"),
+                    "the rule names nobody: set users, groups or anonymous".into(),
+                );
+            }
+            if let Some(g) = rule.groups.iter().find(|g| !auth.groups.contains_key(*g)) {
+                return err(&key("groups"), format!("group {g:?} is not defined in [auth.groups]"));
+            }
         }
         Ok(())
     }

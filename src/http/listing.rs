@@ -61,10 +61,15 @@ pub async fn tags(app: &App, name: &RepoName, q: &HashMap<String, String>) -> Re
     Ok(with_link(resp, &format!("/v2/{name}/tags/list"), &page, n.unwrap_or(0)))
 }
 
-pub async fn catalog(app: &App, q: &HashMap<String, String>) -> Result<Response> {
+/// `visible` says which repositories the caller may see (those it may pull).
+pub async fn catalog(
+    app: &App,
+    q: &HashMap<String, String>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Response> {
     let (n, last) = page_params(q)?;
     let n = n.unwrap_or(CATALOG_DEFAULT_PAGE);
-    let page = app.registry.catalog(last, Some(n)).await?;
+    let page = app.registry.catalog_filtered(last, Some(n), visible).await?;
     let resp = json_response(json!({ "repositories": page.items }));
     Ok(with_link(resp, "/v2/_catalog", &page, n))
 }

@@ -6,6 +6,7 @@ pub mod headers;
 pub mod listing;
 pub mod manifests;
 pub mod route;
+pub mod token;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -15,13 +16,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, extract::DefaultBodyLimit};
 use futures::StreamExt;
 
+use crate::auth::{Auth, RequestInfo};
 use crate::error::{Error, Result};
 use crate::registry::{BodyStream, Registry};
 use route::V2Route;
@@ -30,13 +32,24 @@ pub struct App {
     pub registry: Registry,
     /// `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
     pub readonly: bool,
+    pub auth: Auth,
 }
 
 pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .fallback(dispatch)
+    let mut r = Router::new();
+    if app.auth.issues_tokens() {
+        r = r
+            .route(
+                "/token",
+                axum::routing::get(token::get)
+                    .post(token::post)
+                    .layer(DefaultBodyLimit::max(64 * 1024)),
+            )
+            .route("/token/jwks.json", axum::routing::get(token::jwks));
+    }
+    r.fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(api_version))
         .layer(middleware::from_fn(access_log))
@@ -68,8 +81,36 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         Ok(Query(p)) => p,
         Err(_) => Vec::new(),
     };
-    let q: HashMap<String, String> = pairs.iter().cloned().collect();
+    let mut q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
+    // A mount's source is not required (without pull on it the mount becomes an upload), but a
+    // bearer challenge asks for it, so the client's token can cover it.
+    let mount_source: Vec<crate::auth::Access> = match (&route, q.get("from")) {
+        (V2Route::UploadStart { .. }, Some(from)) if q.contains_key("mount") => {
+            vec![crate::auth::Access::repository(from, crate::auth::scope::PULL)]
+        }
+        _ => Vec::new(),
+    };
+    let caller = match app
+        .auth
+        .check(request_info(&req), &route.required_access(&method), &mount_source)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            drain_refused(req.into_body()).await;
+            return Err(e);
+        }
+    };
+    // A mount needs pull on its source; without it (or without a source while auth is on, as
+    // the blob could come from anywhere) the request falls back to a plain upload session.
+    if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
+        let pullable = q.get("from").is_some_and(|f| app.auth.may_pull(&caller, f));
+        if !pullable {
+            q.remove("mount");
+            q.remove("from");
+        }
+    }
     if app.readonly && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         return Err(Error::Unsupported(
             "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
@@ -93,12 +134,48 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
         (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
-        (Catalog, &Method::GET | &Method::HEAD) => listing::catalog(app, &q).await,
+        (Catalog, &Method::GET | &Method::HEAD) => {
+            listing::catalog(app, &q, &|repo| app.auth.catalog_shows(&caller, repo)).await
+        }
         (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, &q).await,
         _ => Err(Error::MethodNotAllowed {
             method: method.to_string(),
             route: route.kind(),
         }),
+    }
+}
+
+/// Read and discard a refused request's body (up to 8 MiB, for up to 5 s), so a client still
+/// sending it reads the 401 instead of a broken pipe (Go's net/http drains 256 KiB the same
+/// way). 8 MiB covers any manifest (the limit is 4 MiB), which clients send before they know
+/// they need a token; a larger body (a blob) is cut off and the connection closed.
+async fn drain_refused(body: Body) {
+    const LIMIT: usize = 8 << 20;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut drained = 0;
+        while drained < LIMIT {
+            match stream.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
+/// Request extension the server adds on TLS connections.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsConnection;
+
+pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
+    RequestInfo {
+        headers: Some(req.headers()),
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        tls: req.extensions().get::<TlsConnection>().is_some(),
     }
 }
 

@@ -2,6 +2,10 @@
 //! matched by its suffix (as olareg and Distribution's regexes do) and the name is validated
 //! against the spec grammar before anything touches storage.
 
+use axum::http::Method;
+
+use crate::auth::Access;
+use crate::auth::scope::{DELETE, PULL, PUSH};
 use crate::error::{Error, Result};
 use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag, UploadId};
@@ -45,6 +49,32 @@ impl V2Route {
             V2Route::UploadStart { .. } => "upload_start",
             V2Route::Upload { .. } => "upload",
             V2Route::Referrers { .. } => "referrers",
+        }
+    }
+}
+
+impl V2Route {
+    /// The accesses a request needs (Distribution's `appendAccessRecords`): reads need `pull`,
+    /// writes `pull` and `push`, deletes `delete`, the catalog `registry:catalog:*`, and `/v2/`
+    /// nothing but an authenticated caller. A mount's source is checked by the handler, which
+    /// falls back to a plain upload when the caller may not pull from it.
+    pub fn required_access(&self, method: &Method) -> Vec<Access> {
+        let name = match self {
+            V2Route::Base => return Vec::new(),
+            V2Route::Catalog => return vec![Access::catalog()],
+            V2Route::Tags { name }
+            | V2Route::Manifest { name, .. }
+            | V2Route::Blob { name, .. }
+            | V2Route::UploadStart { name }
+            | V2Route::Upload { name, .. }
+            | V2Route::Referrers { name, .. } => name.as_str(),
+        };
+        match *method {
+            Method::DELETE => vec![Access::repository(name, DELETE)],
+            Method::POST | Method::PUT | Method::PATCH => {
+                vec![Access::repository(name, PULL), Access::repository(name, PUSH)]
+            }
+            _ => vec![Access::repository(name, PULL)],
         }
     }
 }

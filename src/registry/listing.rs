@@ -46,6 +46,17 @@ impl Registry {
     }
 
     pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+        self.catalog_filtered(last, n, &|_| true).await
+    }
+
+    /// The catalog restricted to the names `keep` accepts (filtered before pagination, so
+    /// pages stay full).
+    pub async fn catalog_filtered(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Page> {
         let mut repos = Vec::new();
         let mut stack: Vec<(StoragePath, String)> = vec![(paths::repositories(), String::new())];
         while let Some((dir, name)) = stack.pop() {
@@ -54,7 +65,7 @@ impl Registry {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
-            if !name.is_empty() && children.iter().any(|c| c == "_manifests") {
+            if !name.is_empty() && children.iter().any(|c| c == "_manifests") && keep(&name) {
                 repos.push(name.clone());
             }
             for c in children.iter().filter(|c| !c.starts_with('_')) {

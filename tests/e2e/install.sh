@@ -3,7 +3,7 @@
 # Idempotent: re-running only checks.
 set -euo pipefail
 VENV=${E2E_VENV:-/opt/wharf-e2e-venv}
-pkgs=(skopeo podman buildah umoci jq busybox-static curl ca-certificates python3-venv docker-registry bc)
+pkgs=(skopeo podman buildah umoci jq busybox-static curl ca-certificates python3-venv docker-registry bc apache2-utils openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,7 +2,8 @@
 # End-to-end: start Wharf (deletes enabled, temporary storage, a free loopback port), run the real
 # clients against it (clients.sh), then garbage collection as users run it: two images pushed,
 # one deleted by digest with curl, GC with --dry-run then for real while the server is read-only,
-# the other image pulled with podman and its digest compared.
+# the other image pulled with podman and its digest compared; then auth.sh (htpasswd and token
+# auth over TLS with podman and skopeo).
 #
 #   bash tests/e2e/run.sh            (after tests/e2e/install.sh; WHARF_BIN defaults to target/debug/wharf)
 set -uo pipefail
@@ -100,3 +101,7 @@ else
   echo "0 passed, 1 failed"
   exit 1
 fi
+stop_wharf
+
+echo "== authentication and TLS with real clients (tests/e2e/auth.sh)"
+bash "$ROOT/tests/e2e/auth.sh" || exit 1

@@ -1,0 +1,476 @@
+//! Who is calling, and may they do what the request needs. Route parsing (`http::route`)
+//! says which [`Access`]es a request needs; [`Auth::check`] authenticates the caller (htpasswd
+//! Basic credentials, a bearer token, or anonymous) and authorizes every access against the
+//! [`rules`] and the token's `access` claim, or answers with the spec's 401 challenge or 403.
+//! [`Auth::issue`] is the built-in token server's logic. Nothing here knows HTTP routes.
+
+pub mod htpasswd;
+pub mod limiter;
+pub mod rules;
+pub mod scope;
+pub mod token;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+
+use crate::config::{AuthConfig, parse_duration};
+use crate::error::Error;
+use htpasswd::Htpasswd;
+use limiter::Limiter;
+use rules::Rules;
+pub use scope::Access;
+use scope::ResourceActions;
+use token::{Signer, Verifier};
+
+/// What the request says about where it came from (for challenges and the login limiter).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestInfo<'a> {
+    pub headers: Option<&'a HeaderMap>,
+    pub peer: Option<IpAddr>,
+    /// The connection is TLS (challenges then name an https realm).
+    pub tls: bool,
+}
+
+/// An authenticated (or anonymous) caller.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// None: anonymous.
+    pub user: Option<String>,
+    /// A bearer caller's `access` claim.
+    pub token: Option<Vec<ResourceActions>>,
+}
+
+enum Mode {
+    /// No auth configured: everyone may do everything.
+    Off,
+    Basic {
+        realm: String,
+        users: Htpasswd,
+    },
+    Token(Box<TokenMode>),
+}
+
+struct TokenMode {
+    /// Configured realm; empty: this server's `/token`.
+    realm: String,
+    service: String,
+    issuer: String,
+    verifier: Verifier,
+    builtin: Option<BuiltIn>,
+}
+
+/// The built-in token server.
+struct BuiltIn {
+    signer: Signer,
+    users: Htpasswd,
+    ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+/// A request to the token endpoint.
+pub struct TokenRequest {
+    pub service: Option<String>,
+    pub scopes: Vec<ResourceActions>,
+    pub grant: Grant,
+    /// Also return a refresh token (`offline_token=true`, `access_type=offline`).
+    pub offline: bool,
+}
+
+pub enum Grant {
+    /// `GET /token`: Basic credentials in `Authorization`, or none (anonymous).
+    Header(Credentials),
+    /// OAuth2 `grant_type=password`.
+    Password { user: String, password: String },
+    /// OAuth2 `grant_type=refresh_token`.
+    Refresh(String),
+}
+
+/// What the token endpoint answers.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+    pub refresh_token: Option<String>,
+    /// The granted scopes, space-separated (OAuth2's `scope`).
+    pub scope: String,
+}
+
+pub struct Auth {
+    mode: Mode,
+    rules: Rules,
+    limiter: Limiter,
+}
+
+/// Credentials as sent in `Authorization`.
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+    Invalid,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Basic { user, .. } => write!(f, "Basic({user:?}, <redacted>)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::Invalid => f.write_str("Invalid"),
+        }
+    }
+}
+
+pub fn credentials(headers: &HeaderMap) -> Credentials {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Credentials::None;
+    };
+    let Ok(v) = v.to_str() else { return Credentials::Invalid };
+    let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+            return Credentials::Invalid;
+        };
+        let Ok(text) = String::from_utf8(raw) else {
+            return Credentials::Invalid;
+        };
+        match text.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Credentials::Basic {
+                user: u.to_owned(),
+                password: p.to_owned(),
+            },
+            _ => Credentials::Invalid,
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+        Credentials::Bearer(rest.trim().to_owned())
+    } else {
+        Credentials::Invalid
+    }
+}
+
+fn details(required: &[Access]) -> Vec<serde_json::Value> {
+    required.iter().map(Access::detail).collect()
+}
+
+/// A quoted-string for a challenge parameter.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Auth {
+    pub fn from_config(cfg: &AuthConfig) -> Result<Auth, String> {
+        let mode = if let Some(h) = &cfg.htpasswd {
+            Mode::Basic {
+                realm: h.realm.clone(),
+                users: Htpasswd::open(Path::new(&h.path))?,
+            }
+        } else if let Some(t) = &cfg.token {
+            let builtin = if t.signingkey.is_empty() {
+                None
+            } else {
+                Some(BuiltIn {
+                    signer: Signer::load(Path::new(&t.signingkey))?,
+                    users: Htpasswd::open(Path::new(&t.htpasswd))?,
+                    ttl: parse_duration(&t.expiration).expect("validated"),
+                    refresh_ttl: parse_duration(&t.refreshexpiration).expect("validated"),
+                })
+            };
+            let verifier = Verifier::from_config(t, builtin.as_ref().map(|b| &b.signer))?;
+            Mode::Token(Box::new(TokenMode {
+                realm: t.realm.clone(),
+                service: t.service.clone(),
+                issuer: t.issuer.clone(),
+                verifier,
+                builtin,
+            }))
+        } else {
+            Mode::Off
+        };
+        Ok(Auth {
+            mode,
+            rules: Rules::from_config(cfg),
+            limiter: Limiter::default(),
+        })
+    }
+
+    /// For the start-up log line.
+    pub fn describe(&self) -> &'static str {
+        match self.mode {
+            Mode::Off => "none",
+            Mode::Basic { .. } => "htpasswd",
+            Mode::Token(ref t) if t.builtin.is_some() => "token (built-in issuer)",
+            Mode::Token(_) => "token",
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !matches!(self.mode, Mode::Off)
+    }
+
+    /// Authenticate the caller and authorize every access in `required` (an empty list, as
+    /// for `/v2/`, still needs an authenticated caller). `also_ask` is not required but goes
+    /// into a bearer challenge's scope, so the client's token can cover it (a mount's source).
+    pub async fn check(&self, req: RequestInfo<'_>, required: &[Access], also_ask: &[Access]) -> Result<Caller, Error> {
+        match &self.mode {
+            Mode::Off => Ok(Caller::default()),
+            Mode::Basic { realm, users } => {
+                let challenge = || Error::Unauthorized {
+                    challenge: format!("Basic realm={}", quoted(realm)),
+                    detail: details(required),
+                };
+                let creds = req.headers.map(credentials).unwrap_or(Credentials::None);
+                let caller = match creds {
+                    Credentials::None => Caller::default(),
+                    Credentials::Basic { user, password } => {
+                        if !self.login(users, &user, &password, req.peer).await {
+                            return Err(challenge());
+                        }
+                        Caller {
+                            user: Some(user),
+                            token: None,
+                        }
+                    }
+                    Credentials::Bearer(_) | Credentials::Invalid => return Err(challenge()),
+                };
+                let refused: Vec<Access> = required.iter().filter(|a| !self.may(&caller, a)).cloned().collect();
+                match (&caller.user, refused.is_empty()) {
+                    (None, _) if required.is_empty() => Err(challenge()),
+                    (_, true) => Ok(caller),
+                    (None, false) => Err(challenge()),
+                    (Some(_), false) => Err(Error::Denied {
+                        detail: details(&refused),
+                    }),
+                }
+            }
+            Mode::Token(t) => {
+                let asked: Vec<Access> = required.iter().chain(also_ask).cloned().collect();
+                let challenge = |error: Option<&str>| Error::Unauthorized {
+                    challenge: self.bearer_challenge(t, &req, &asked, error),
+                    detail: details(required),
+                };
+                let creds = req.headers.map(credentials).unwrap_or(Credentials::None);
+                let Credentials::Bearer(raw) = creds else {
+                    return Err(challenge(None));
+                };
+                let claims = match t.verifier.verify(&raw) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(reason = %e, "refused a bearer token");
+                        return Err(challenge(Some("invalid_token")));
+                    }
+                };
+                let caller = Caller {
+                    user: Some(claims.sub).filter(|s| !s.is_empty()),
+                    token: Some(claims.access),
+                };
+                if required.iter().all(|a| self.may(&caller, a)) {
+                    Ok(caller)
+                } else {
+                    Err(challenge(Some("insufficient_scope")))
+                }
+            }
+        }
+    }
+
+    fn bearer_challenge(
+        &self,
+        t: &TokenMode,
+        req: &RequestInfo<'_>,
+        required: &[Access],
+        error: Option<&str>,
+    ) -> String {
+        let realm = if t.realm.is_empty() {
+            let host = req
+                .headers
+                .and_then(|h| h.get(header::HOST))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            format!("{}://{host}/token", if req.tls { "https" } else { "http" })
+        } else {
+            t.realm.clone()
+        };
+        let mut c = format!("Bearer realm={},service={}", quoted(&realm), quoted(&t.service));
+        if !required.is_empty() {
+            c.push_str(&format!(",scope={}", quoted(&scope::challenge_scope(required))));
+        }
+        if let Some(e) = error {
+            c.push_str(&format!(",error={}", quoted(e)));
+        }
+        c
+    }
+
+    /// Whether this server issues tokens (`/token` is served).
+    pub fn issues_tokens(&self) -> bool {
+        matches!(&self.mode, Mode::Token(t) if t.builtin.is_some())
+    }
+
+    /// The built-in issuer's public key set, for `/token/jwks.json`.
+    pub fn jwks(&self) -> Option<serde_json::Value> {
+        match &self.mode {
+            Mode::Token(t) => t
+                .builtin
+                .as_ref()
+                .map(|b| serde_json::to_value(b.signer.jwks()).expect("json")),
+            _ => None,
+        }
+    }
+
+    /// The token endpoint: authenticate, then grant each requested scope intersected with what
+    /// the rules allow the caller (a partial or empty grant is not an error).
+    pub async fn issue(&self, req: RequestInfo<'_>, tr: TokenRequest) -> Result<Issued, Error> {
+        let Mode::Token(t) = &self.mode else {
+            return Err(Error::NotFound("/token".into()));
+        };
+        let Some(b) = &t.builtin else {
+            return Err(Error::NotFound("/token".into()));
+        };
+        if let Some(service) = tr.service.as_deref().filter(|s| !s.is_empty())
+            && service != t.service
+        {
+            return Err(Error::Denied {
+                detail: vec![serde_json::json!({ "service": service, "expected": t.service })],
+            });
+        }
+        let refused = || Error::Unauthorized {
+            challenge: format!("Basic realm={}", quoted(&t.service)),
+            detail: Vec::new(),
+        };
+        let refresh_audience = format!("{}#refresh", t.service);
+        let user = match tr.grant {
+            Grant::Header(Credentials::None) => None,
+            Grant::Header(Credentials::Basic { user, password }) | Grant::Password { user, password } => {
+                if !self.login(&b.users, &user, &password, req.peer).await {
+                    return Err(refused());
+                }
+                Some(user)
+            }
+            Grant::Header(_) => return Err(refused()),
+            Grant::Refresh(raw) => {
+                let claims = t
+                    .verifier
+                    .verify_refresh(&raw, &b.signer, &refresh_audience)
+                    .map_err(|e| {
+                        tracing::info!(reason = %e, "refused a refresh token");
+                        refused()
+                    })?;
+                if claims.sub.is_empty() || !b.users.has_user(&claims.sub) {
+                    return Err(refused());
+                }
+                Some(claims.sub)
+            }
+        };
+        let caller = Caller {
+            user: user.clone(),
+            token: None,
+        };
+        let granted: Vec<ResourceActions> = tr
+            .scopes
+            .into_iter()
+            .map(|mut ra| {
+                ra.actions.retain(|action| {
+                    let a = Access {
+                        typ: ra.typ.clone(),
+                        name: ra.name.clone(),
+                        action: action.clone(),
+                    };
+                    self.rules.allows(caller.user.as_deref(), &a)
+                });
+                ra
+            })
+            .collect();
+        let scope = granted
+            .iter()
+            .filter(|ra| !ra.actions.is_empty())
+            .map(|ra| format!("{}:{}:{}", ra.typ, ra.name, ra.actions.join(",")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sub = user.as_deref().unwrap_or("");
+        let token = b.signer.sign(&t.issuer, sub, &t.service, b.ttl, granted);
+        let refresh_token = (tr.offline && user.is_some()).then(|| {
+            b.signer
+                .sign(&t.issuer, sub, &refresh_audience, b.refresh_ttl, Vec::new())
+        });
+        tracing::info!(user = sub, scope = %scope, "token issued");
+        Ok(Issued {
+            token,
+            expires_in: b.ttl.as_secs(),
+            issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            refresh_token,
+            scope,
+        })
+    }
+
+    /// Check a password, slowing down clients that keep failing.
+    pub async fn login(&self, users: &Htpasswd, user: &str, password: &str, peer: Option<IpAddr>) -> bool {
+        if let Some(ip) = peer {
+            let wait = self.limiter.delay(ip);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let ok = users.verify(user, password).await;
+        if let Some(ip) = peer {
+            if ok {
+                self.limiter.succeeded(ip);
+            } else {
+                tracing::warn!(user, client = %ip, "failed login");
+                self.limiter.failed(ip);
+            }
+        }
+        ok
+    }
+
+    /// Whether `caller` may do `a`. With auth off, everything. A bearer caller needs `a` in its
+    /// token, and, when rules are configured, the rules too (so a changed rule takes effect
+    /// before tokens expire; without rules the issuer's grant decides).
+    pub fn may(&self, caller: &Caller, a: &Access) -> bool {
+        match (&self.mode, &caller.token) {
+            (Mode::Off, _) => true,
+            (_, Some(access)) => {
+                access.iter().any(|ra| ra.covers(a))
+                    && (!self.rules.configured() || self.rules.allows(caller.user.as_deref(), a))
+            }
+            (_, None) => self.rules.allows(caller.user.as_deref(), a),
+        }
+    }
+
+    /// Whether `caller` may pull from `repo` (mount sources).
+    pub fn may_pull(&self, caller: &Caller, repo: &str) -> bool {
+        self.may(caller, &Access::repository(repo, scope::PULL))
+    }
+
+    /// Whether the catalog shows `repo` to `caller`: the repositories the rules let it pull (a
+    /// token holds `registry:catalog:*`, not every repository, so only the rules can say).
+    pub fn catalog_shows(&self, caller: &Caller, repo: &str) -> bool {
+        match (&self.mode, &caller.token) {
+            (Mode::Off, _) => true,
+            (_, Some(_)) if !self.rules.configured() => true,
+            _ => self
+                .rules
+                .allows(caller.user.as_deref(), &Access::repository(repo, scope::PULL)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_parse_and_never_print() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic YWxpY2U6czNjcjN0".parse().unwrap());
+        let c = credentials(&h);
+        assert!(matches!(&c, Credentials::Basic { user, password } if user == "alice" && password == "s3cr3t"));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        h.insert(header::AUTHORIZATION, "Bearer abc.def.ghi".parse().unwrap());
+        assert!(matches!(credentials(&h), Credentials::Bearer(t) if t == "abc.def.ghi"));
+        h.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert!(matches!(credentials(&h), Credentials::Invalid));
+        assert!(matches!(credentials(&HeaderMap::new()), Credentials::None));
+    }
+}

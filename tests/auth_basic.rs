@@ -1,0 +1,358 @@
+//! htpasswd Basic auth and access rules over real HTTP: challenges, refusals and grants,
+//! catalog filtering, mount fallback, file reload, registry:2 variables, login slow-down.
+mod auth_support;
+mod common;
+use auth_support::*;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+const RULES: &str = r#"
+[auth.groups]
+team-a = ["alice", "bob"]
+
+[[auth.access]]
+repositories = ["team-a/**"]
+groups = ["team-a"]
+actions = ["pull"]
+
+[[auth.access]]
+repositories = ["team-a/**"]
+users = ["alice"]
+actions = ["push"]
+
+[[auth.access]]
+repositories = ["public/**"]
+anonymous = true
+users = ["*"]
+actions = ["pull"]
+
+[[auth.access]]
+repositories = ["**"]
+users = ["admin"]
+actions = ["*"]
+"#;
+
+/// A server with htpasswd auth over `users`, `extra` TOML appended (rules, delete).
+fn start(users: &[(&str, &str)], extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    std::fs::write(&path, htpasswd(users)).unwrap();
+    let toml = format!(
+        "[auth.htpasswd]\nrealm = \"wharf-test\"\npath = {:?}\n{extra}",
+        path.display().to_string()
+    );
+    let s = Server::start_with(&toml, &[]);
+    // keep the htpasswd directory alive with the server
+    std::mem::forget(dir);
+    s
+}
+
+fn base(s: &Server) -> String {
+    s.url("")
+}
+
+#[tokio::test]
+async fn challenge_wrong_and_right_credentials() {
+    let s = start(&[("alice", "correct horse 1")], "");
+    let c = client();
+    let r = c.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(challenge(&r), "Basic realm=\"wharf-test\"");
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["UNAUTHORIZED"]);
+    let r = c
+        .get(s.url("/v2/a/tags/list"))
+        .basic_auth("alice", Some("wrong horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(challenge(&r), "Basic realm=\"wharf-test\"");
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body["errors"][0]["detail"][0],
+        serde_json::json!({"Type": "repository", "Name": "a", "Action": "pull"})
+    );
+    assert_eq!(
+        status(c.get(s.url("/v2/")).basic_auth("mallory", Some("correct horse 1"))).await,
+        401
+    );
+    assert_eq!(status(c.get(s.url("/v2/")).bearer_auth("not.a.token")).await, 401);
+    assert_eq!(
+        status(c.get(s.url("/v2/")).basic_auth("alice", Some("correct horse 1"))).await,
+        200
+    );
+    // With no rules, any authenticated user may do everything.
+    let alice = Cred::basic("alice", "correct horse 1");
+    push_image(&c, &base(&s), "any/repo", "v1", &alice, 1).await.unwrap();
+    assert_eq!(
+        push_image(&c, &base(&s), "any/repo", "v2", &Cred::None, 1).await,
+        Err(401)
+    );
+    assert_eq!(catalog(&c, &base(&s), &alice).await, vec!["any/repo"]);
+    // Passwords never reach the log.
+    let logs = s.logs().join("\n");
+    assert!(
+        !logs.contains("correct horse") && !logs.contains("wrong horse"),
+        "{logs}"
+    );
+    assert!(logs.contains("failed login"), "{logs}");
+}
+
+/// A client that sends a body before it knows it needs credentials reads the 401 (the body is
+/// drained), rather than a broken pipe, and its pooled connection stays usable.
+#[tokio::test]
+async fn a_refused_body_is_drained_so_the_client_reads_the_401() {
+    let s = start(&[("alice", "pa")], "");
+    let c = client();
+    for (i, size) in [100usize, 70_000, 3 << 20].into_iter().cycle().take(30).enumerate() {
+        let cred = if i % 2 == 0 {
+            Cred::None
+        } else {
+            Cred::basic("alice", "wrong")
+        };
+        let r = cred
+            .apply(c.put(s.url("/v2/a/manifests/v1")))
+            .header("content-type", OCI_MANIFEST)
+            .body(vec![b' '; size])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} ({size} bytes): {e}"));
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            status(Cred::basic("alice", "pa").apply(c.get(s.url("/v2/")))).await,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn rules_grant_and_refuse() {
+    let users = [("alice", "pa"), ("bob", "pb"), ("carol", "pc"), ("admin", "px")];
+    let s = start(&users, &format!("[storage.delete]\nenabled = true\n{RULES}"));
+    let c = client();
+    let b = base(&s);
+    let alice = Cred::basic("alice", "pa");
+    let bob = Cred::basic("bob", "pb");
+    let carol = Cred::basic("carol", "pc");
+    let admin = Cred::basic("admin", "px");
+
+    let digest = push_image(&c, &b, "team-a/app", "v1", &alice, 1).await.unwrap();
+    // bob has pull but not push: 403 DENIED (he is known, the rules refuse)
+    let r = bob
+        .apply(c.post(s.url("/v2/team-a/app/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["DENIED"]);
+    assert_eq!(push_image(&c, &b, "team-a/app", "v2", &bob, 2).await, Err(403));
+    assert_eq!(
+        status(
+            bob.apply(
+                c.get(s.url("/v2/team-a/app/manifests/v1"))
+                    .header("accept", OCI_MANIFEST)
+            )
+        )
+        .await,
+        200
+    );
+    // carol is in no group: nothing in team-a
+    assert_eq!(status(carol.apply(c.get(s.url("/v2/team-a/app/tags/list")))).await, 403);
+    // delete without delete: alice pushes but may not delete; admin may
+    let del = |cred: &Cred| cred.apply(c.delete(s.url(&format!("/v2/team-a/app/manifests/{digest}"))));
+    assert_eq!(status(del(&alice)).await, 403);
+    assert_eq!(status(del(&bob)).await, 403);
+    assert_eq!(status(del(&admin)).await, 202);
+
+    // anonymous pull on public/**, but no push, and /v2/ still asks for credentials
+    push_image(&c, &b, "public/tool", "v1", &admin, 3).await.unwrap();
+    assert_eq!(
+        status(
+            c.get(s.url("/v2/public/tool/manifests/v1"))
+                .header("accept", OCI_MANIFEST)
+        )
+        .await,
+        200
+    );
+    let r = c.post(s.url("/v2/public/tool/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "anonymous push is challenged");
+    assert!(challenge(&r).starts_with("Basic "));
+    assert_eq!(status(c.get(s.url("/v2/"))).await, 401);
+    assert_eq!(status(c.get(s.url("/v2/team-a/app/tags/list"))).await, 401);
+
+    // the catalog lists what the caller may pull
+    push_image(&c, &b, "secret/db", "v1", &admin, 4).await.unwrap();
+    push_image(&c, &b, "team-a/web", "v1", &alice, 5).await.unwrap();
+    assert_eq!(
+        catalog(&c, &b, &admin).await,
+        vec!["public/tool", "secret/db", "team-a/app", "team-a/web"]
+    );
+    assert_eq!(
+        catalog(&c, &b, &alice).await,
+        vec!["public/tool", "team-a/app", "team-a/web"]
+    );
+    assert_eq!(catalog(&c, &b, &carol).await, vec!["public/tool"]);
+    assert_eq!(catalog(&c, &b, &Cred::None).await, vec!["public/tool"]);
+    // pagination counts only visible names
+    let r = alice.apply(c.get(s.url("/v2/_catalog?n=2"))).send().await.unwrap();
+    assert!(r.headers().get("link").is_some());
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["public/tool", "team-a/app"]));
+}
+
+#[tokio::test]
+async fn a_mount_from_a_repository_the_caller_may_not_pull_falls_back_to_an_upload() {
+    let users = [("alice", "pa"), ("admin", "px")];
+    let s = start(&users, RULES);
+    let c = client();
+    let b = base(&s);
+    let alice = Cred::basic("alice", "pa");
+    let admin = Cred::basic("admin", "px");
+    push_image(&c, &b, "secret/db", "v1", &admin, 7).await.unwrap();
+    push_image(&c, &b, "team-a/app", "v1", &alice, 8).await.unwrap();
+    let secret_layer = sha256_digest(&random_bytes(2000, 7));
+    let team_layer = sha256_digest(&random_bytes(2000, 8));
+    let mount = |cred: &Cred, from: &str, d: &str| {
+        cred.apply(c.post(s.url(&format!("/v2/team-a/copy/blobs/uploads/?mount={d}&from={from}"))))
+    };
+    let r = mount(&alice, "secret/db", &secret_layer).send().await.unwrap();
+    assert_eq!(r.status(), 202, "no pull on secret/db: a plain upload session");
+    assert!(r.headers().get("location").is_some());
+    assert_eq!(
+        status(alice.apply(c.head(s.url(&format!("/v2/team-a/copy/blobs/{secret_layer}"))))).await,
+        404
+    );
+    // without `from`, a mount could take any blob: also an upload session
+    assert_eq!(
+        status(alice.apply(c.post(s.url(&format!("/v2/team-a/copy/blobs/uploads/?mount={secret_layer}"))))).await,
+        202
+    );
+    // from a repository she may pull, the mount happens
+    assert_eq!(status(mount(&alice, "team-a/app", &team_layer)).await, 201);
+    assert_eq!(
+        status(alice.apply(c.head(s.url(&format!("/v2/team-a/copy/blobs/{team_layer}"))))).await,
+        200
+    );
+    // admin may pull secret/db, so the same mount works for him (into his own target)
+    assert_eq!(
+        status(admin.apply(c.post(s.url(&format!("/v2/other/blobs/uploads/?mount={secret_layer}&from=secret/db")))))
+            .await,
+        201
+    );
+}
+
+#[tokio::test]
+async fn the_htpasswd_file_is_reread_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    std::fs::write(&path, htpasswd(&[("alice", "pa")])).unwrap();
+    let s = Server::start_with(
+        "",
+        &[
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "reload"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", path.to_str().unwrap()),
+        ],
+    );
+    let c = client();
+    let ok = |u: &'static str, p: &'static str| {
+        let c = c.clone();
+        let url = s.url("/v2/");
+        async move { c.get(url).basic_auth(u, Some(p)).send().await.unwrap().status() == 200 }
+    };
+    let r = c.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(
+        challenge(&r),
+        "Basic realm=\"reload\"",
+        "registry:2 variables configure it"
+    );
+    assert!(ok("alice", "pa").await);
+    assert!(!ok("carol", "pc").await);
+    // add a user: no restart
+    let tmp = dir.path().join("htpasswd.new");
+    std::fs::write(&tmp, htpasswd(&[("alice", "pa"), ("carol", "pc")])).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok("carol", "pc").await {
+        assert!(Instant::now() < deadline, "carol never became valid");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // remove alice (and her cached verification goes with the old file)
+    std::fs::write(&path, htpasswd(&[("carol", "pc")])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok("alice", "pa").await {
+        assert!(Instant::now() < deadline, "alice was never removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // a broken file is logged and the users in force stay
+    std::fs::write(&path, "carol:$apr1$x$y\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(ok("carol", "pc").await);
+    assert!(s.logs().join("\n").contains("keeping the previous users"));
+}
+
+#[test]
+fn other_hash_kinds_are_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    std::fs::write(&path, "alice:$apr1$Vx1ABCDE$abcdefghijklmnopqrstu.\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("serve")
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path().join("data"))
+        .env("REGISTRY_AUTH", "htpasswd")
+        .env("REGISTRY_AUTH_HTPASSWD_PATH", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MD5") && err.contains("only bcrypt") && err.contains("alice"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_slow_down_that_client_only() {
+    let s = start(&[("alice", "pa")], "");
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let attacker = from("127.0.0.1");
+    let other = from("127.0.0.2");
+    let attempt = |c: &reqwest::Client, p: &str| {
+        let rb = c.get(s.url("/v2/")).basic_auth("alice", Some(p));
+        async move {
+            let t = Instant::now();
+            let st = rb.send().await.unwrap().status().as_u16();
+            (st, t.elapsed())
+        }
+    };
+    for _ in 0..3 {
+        let (st, took) = attempt(&attacker, "guess").await;
+        assert_eq!(st, 401);
+        assert!(took < Duration::from_millis(200), "{took:?}");
+    }
+    let (st, took) = attempt(&attacker, "guess").await;
+    assert_eq!(st, 401);
+    assert!(took >= Duration::from_millis(250), "the 4th failure waits: {took:?}");
+    let (st, took) = attempt(&attacker, "guess").await;
+    assert_eq!(st, 401);
+    assert!(took >= Duration::from_millis(500), "and the next longer: {took:?}");
+    // another client address is not slowed, and can log in
+    let (st, took) = attempt(&other, "pa").await;
+    assert_eq!(st, 200);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    // the slowed client still gets in with the right password (late, not locked out)
+    assert_eq!(attempt(&attacker, "pa").await.0, 200);
+    let (st, took) = attempt(&attacker, "guess").await;
+    assert_eq!(st, 401);
+    assert!(
+        took < Duration::from_millis(200),
+        "a success resets the count: {took:?}"
+    );
+}
