@@ -21,5 +21,7 @@ bash tests/e2e/install.sh
 bash tests/e2e/run.sh
 # the same conformance suite against Distribution: its failures must be exactly the listed ones
 bash tests/conformance/distribution.sh
+# and against Wharf with htpasswd, then with bearer tokens: every check must pass
+bash tests/conformance/auth.sh
 # Wharf on S3 (SeaweedFS on loopback) with two replicas: S3 tests, conformance and real clients
 bash tests/s3/run.sh
