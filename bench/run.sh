@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Wharf (release build) and Distribution 2.8.2 (Debian's docker-registry) on
+# loopback with the same storage settings (filesystem, fsync on, access logs off), and nginx serving
+# the same bytes as the ceiling for downloads. Runs every workload on each registry in alternating
+# rounds (wharf, dist, wharf, dist, ...), then prints the medians and ratios and writes them to
+# bench/RESULTS.md.
+#
+#   bash bench/run.sh [ROUNDS]         default 3 rounds; as root on Debian (installs what it needs)
+#
+# Env: BENCH_SIZE_MIB (default 1024) for the big blob; BENCH_SECONDS (default 10) per wrk load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${1:-3}
+SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+SECS=${BENCH_SECONDS:-10}
+RANGE="bytes=$((SIZE_MIB << 18))-$(((SIZE_MIB << 19) - 1))"   # the second quarter of the blob
+
+need=()
+for p in nginx-light wrk docker-registry skopeo curl python3 bc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -f /etc/containers/policy.json ] || {
+  mkdir -p /etc/containers
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' > /etc/containers/policy.json
+}
+echo "== building (release)"
+cargo build --release --locked --bins --examples 2>&1 | tail -1
+WHARF=$ROOT/target/release/wharf
+LOADGEN=$ROOT/target/release/examples/loadgen
+h() { python3 "$ROOT/bench/helpers.py" "$@"; }
+
+WORK=$(mktemp -d /tmp/wharf-bench.XXXXXX)
+RESULTS=$WORK/results.txt
+PID=
+NGINX_PID=
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null
+  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+record() { echo "$1 $2 $3" >> "$RESULTS"; printf '  %-6s %-18s %s\n' "$1" "$2" "$3"; }
+rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+
+echo "== data: 3 x $SIZE_MIB MiB random files, a 50 MB 4-layer OCI image"
+for f in mono chunked pull; do head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/$f.bin"; done
+PULL_DIGEST=sha256:$(sha256sum "$WORK/pull.bin" | cut -d' ' -f1)
+h oci-image "$WORK/image" 50 4
+
+echo "== nginx (the ceiling for downloads)"
+NPORT=$(free_port)
+mkdir -p "$WORK/www" "$WORK/nginx"
+chmod 755 "$WORK"   # nginx's workers run as www-data
+ln "$WORK/pull.bin" "$WORK/www/pull.bin"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+daemon off; worker_processes 2; pid $WORK/nginx/pid; error_log stderr error;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+  server { listen 127.0.0.1:$NPORT; root $WORK/www; } }
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+NGINX_PID=$!
+sleep 0.5
+for _ in $(seq "$ROUNDS"); do
+  s=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
+  record nginx pull "$(echo "$s / 1000000" | bc -l)"
+  s=$(curl -s -o /dev/null -H "Range: $RANGE" -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
+  record nginx pull_range "$(echo "$s / 1000000" | bc -l)"
+done
+kill "$NGINX_PID"; NGINX_PID=
+
+start() { # who port
+  local who=$1 port=$2 out
+  if [ "$who" = wharf ]; then
+    out=$(WHARF_HTTP_ADDR="127.0.0.1:$port" WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY="$WORK/data-wharf" \
+      WHARF_LOG_LEVEL=warn h startup "http://127.0.0.1:$port/v2/" -- "$WHARF" serve)
+  else
+    cat > "$WORK/dist.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $WORK/data-dist}
+  delete: {enabled: true}
+http: {addr: "127.0.0.1:$port"}
+YML
+    out=$(h startup "http://127.0.0.1:$port/v2/" -- docker-registry serve "$WORK/dist.yml")
+  fi
+  PID=$(echo "$out" | tail -1)
+  record "$who" startup_ms "$(echo "$out" | awk '/^startup_ms/ {print $2}')"
+  sleep 1
+  record "$who" idle_rss_mib "$(echo "$(rss_kib "$PID" VmRSS) / 1024" | bc -l)"
+}
+
+# push a file monolithically: POST, then PUT the body streamed from disk; prints MB/s
+mono_push() { # base repo file
+  local loc d code s
+  d=sha256:$(sha256sum "$3" | cut -d' ' -f1)
+  loc=$(curl -si -X POST -H 'Content-Length: 0' "$1/v2/$2/blobs/uploads/" | tr -d '\r' | sed -n 's/^location: //Ip')
+  case $loc in http*) ;; *) loc=$1$loc ;; esac
+  case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
+  read -r code s < <(curl -s -o /dev/null -w '%{http_code} %{speed_upload}\n' -X PUT -H 'Content-Type: application/octet-stream' -T "$3" "$loc")
+  [ "$code" = 201 ] || { echo "monolithic PUT answered $code" >&2; return 1; }
+  echo "$s / 1000000" | bc -l
+}
+
+
+round() { # who round
+  local who=$1 i=$2 port base s t0
+  port=$(free_port); base=http://127.0.0.1:$port
+  echo "== round $i: $who"
+  start "$who" "$port"
+  record "$who" push_mono "$(mono_push "$base" "bench/mono$i" "$WORK/mono.bin")"
+  record "$who" push_chunked "$("$LOADGEN" chunked "$base" "bench/chunked$i" "$WORK/chunked.bin" 16 | awk '{print $2}')"
+  if [ "$i" = 1 ]; then mono_push "$base" bench/pull "$WORK/pull.bin" >/dev/null; fi
+  s=$(curl -s -o /dev/null -w '%{speed_download}' "$base/v2/bench/pull/blobs/$PULL_DIGEST")
+  record "$who" pull "$(echo "$s / 1000000" | bc -l)"
+  s=$(curl -s -o /dev/null -H "Range: $RANGE" -w '%{speed_download}' "$base/v2/bench/pull/blobs/$PULL_DIGEST")
+  record "$who" pull_range "$(echo "$s / 1000000" | bc -l)"
+  record "$who" small_blobs "$("$LOADGEN" small-blobs "$base" "bench/small$i" 1000 4096 16 | awk '{print $2}')"
+  if [ "$i" = 1 ]; then
+    "$LOADGEN" seed-tags "$base" bench/tags 10000 16
+    "$LOADGEN" seed-repos "$base" bench/repos 1000 16
+  fi
+  wrk -t2 -c64 -d"${SECS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "$base/v2/bench/tags/manifests/t00042" > "$WORK/wrk.out"
+  h wrk "$WORK/wrk.out" manifest_get | while read -r k v _; do record "$who" "$k" "$v"; done
+  # wrk cannot drive HEAD (it waits for the body Content-Length announces): our own client does
+  "$LOADGEN" load HEAD "$base/v2/bench/pull/blobs/$PULL_DIGEST" 64 "$SECS" | while read -r k v _; do record "$who" "blob_head_$k" "$v"; done
+  "$LOADGEN" pages "$base" /v2/bench/tags/tags/list 100 > "$WORK/pages.out"
+  record "$who" tags_page_ms "$(awk '/^ms_per_page/ {print $2}' "$WORK/pages.out")"
+  record "$who" tags_all_ms "$(awk '/^ms_all_pages/ {print $2}' "$WORK/pages.out")"
+  "$LOADGEN" pages "$base" /v2/_catalog 100 > "$WORK/pages.out"
+  record "$who" catalog_page_ms "$(awk '/^ms_per_page/ {print $2}' "$WORK/pages.out")"
+  record "$who" catalog_all_ms "$(awk '/^ms_all_pages/ {print $2}' "$WORK/pages.out")"
+  t0=$(date +%s.%N)
+  skopeo copy -q --dest-tls-verify=false "oci:$WORK/image:bench" "docker://127.0.0.1:$port/bench/skopeo$i:v1"
+  record "$who" skopeo_push_s "$(echo "$(date +%s.%N) - $t0" | bc -l)"
+  rm -rf "$WORK/pulled"; t0=$(date +%s.%N)
+  skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/skopeo$i:v1" "dir:$WORK/pulled"
+  record "$who" skopeo_pull_s "$(echo "$(date +%s.%N) - $t0" | bc -l)"
+  record "$who" peak_rss_mib "$(echo "$(rss_kib "$PID" VmHWM) / 1024" | bc -l)"
+  kill "$PID"; while kill -0 "$PID" 2>/dev/null; do sleep 0.05; done; PID=
+}
+
+for i in $(seq "$ROUNDS"); do
+  round wharf "$i"
+  round dist "$i"
+done
+
+MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr)"
+echo
+h table "$RESULTS" bench/RESULTS.md "$MACHINE"
