@@ -408,6 +408,7 @@ impl Registry {
             report.uploads.push((repo, id));
         }
         phase("purged uploads");
+        self.record_gc_run(opts, &report, started.elapsed()).await;
         Ok(report)
     }
 }

@@ -7,6 +7,8 @@ pub mod gc;
 pub mod listing;
 pub mod manifests;
 pub mod names;
+/// Wharf's own objects at the storage root: the health probe, GC statistics.
+pub mod ops;
 pub mod paths;
 pub mod uploads;
 
