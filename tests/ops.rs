@@ -376,3 +376,33 @@ async fn json_logs_carry_the_request_id() {
         }
     }
 }
+
+/// The image's HEALTHCHECK: `wharf healthcheck` asks /healthz on the configured address.
+#[test]
+fn the_healthcheck_command_asks_the_configured_server() {
+    let s = Server::start();
+    let out = wharf_cmd()
+        .args(["healthcheck"])
+        .env("WHARF_HTTP_ADDR", s.addr.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("healthy"));
+    // `:port` (every interface) is asked on loopback
+    let out = wharf_cmd()
+        .args(["healthcheck"])
+        .env("WHARF_HTTP_ADDR", format!(":{}", s.addr.port()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = wharf_cmd()
+        .args(["healthcheck", "--timeout", "1"])
+        .env("WHARF_HTTP_ADDR", closed.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
