@@ -190,6 +190,9 @@ fn access_lines(logs: &[String]) -> Vec<String> {
 async fn request_ids_are_returned_and_logged() {
     let s = Server::start();
     let c = client();
+    for probe in ["/readyz", "/metrics"] {
+        assert_eq!(c.get(s.url(probe)).send().await.unwrap().status(), 200);
+    }
     let r = c.get(s.url("/v2/")).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
@@ -218,6 +221,12 @@ async fn request_ids_are_returned_and_logged() {
         s.logs()
     );
     let lines = access_lines(&s.logs());
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("path=/metrics") || l.contains("path=/readyz")),
+        "probes and scrapes are logged at debug only: {lines:?}"
+    );
     for id in [&id, "trace-42.a_b", &replaced, &err_id] {
         assert!(
             lines.iter().any(|l| l.contains(&format!("request_id={id}"))),

@@ -233,7 +233,25 @@ impl Done {
             Some((false, kind)) => m.pulls.get_or_create(&KindLabels { kind }).inc(),
             None => 0,
         };
-        if self.obs.access_log {
+        if !self.obs.access_log {
+            return;
+        }
+        let ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
+        // Probes and scrapes come every few seconds: logged at debug, not to flood the log.
+        if matches!(self.route, "/healthz" | "/readyz" | "/debug/health" | "/metrics") {
+            tracing::debug!(
+                target: "wharf::access",
+                method = %self.method,
+                path = %self.path,
+                status = code,
+                bytes_in = received,
+                bytes_out = sent,
+                ms,
+                outcome,
+                request_id = %self.request_id,
+                "request"
+            );
+        } else {
             tracing::info!(
                 target: "wharf::access",
                 method = %self.method,
@@ -241,7 +259,7 @@ impl Done {
                 status = code,
                 bytes_in = received,
                 bytes_out = sent,
-                ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0,
+                ms,
                 outcome,
                 request_id = %self.request_id,
                 "request"
