@@ -175,6 +175,12 @@ pub(super) fn missing_env_key(name: &str, key: &str) -> Result<Option<ConfigNote
             .next_back()
     });
     Ok(Some(match rule {
+        // A newer option inside a feature's section this build has: as in a file, a warning.
+        Some(Required(_)) if path.len() >= 3 && accepts(&path[..path.len() - 1], Value::Table(toml::Table::new())) => {
+            ConfigNote::warn(format!(
+                "ignoring {name}: {key} is not supported by this build of Wharf"
+            ))
+        }
         Some(Required(what)) => {
             return Err(format!(
                 "{what} ({key}) is not supported by this build of Wharf; refusing to start without it"
