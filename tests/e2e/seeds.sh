@@ -230,26 +230,34 @@ htpasswd_auth() {
     "$IMAGE"
   wait_up
   curl "http://localhost:$P/v2/_catalog" | tee /dev/stderr | grep -q '"code":"UNAUTHORIZED"'
+  docker image tag alpine "localhost:$P/alpine:nologin"
+  if docker image push "localhost:$P/alpine:nologin" > "$WORK/noauth.out" 2>&1; then
+    echo "docker pushed without logging in"; return 1
+  fi
+  grep -qi 'no basic auth credentials\|unauthorized' "$WORK/noauth.out"
   echo secretpassword | docker login "localhost:$P" --username admin --password-stdin
   docker image tag alpine "localhost:$P/alpine:latest"
   docker image push "localhost:$P/alpine:latest"
   curl -u admin:secretpassword "http://localhost:$P/v2/_catalog" | jq -e '.repositories == ["alpine"]'
+  docker logout "localhost:$P"   # the seed's cleanup; before podman, which would use docker's login too
   # podman login <registry> / podman logout <registry> (module 3)
-  if podman push --tls-verify=false "localhost:$P/alpine:latest" "localhost:$P/alpine:podman" 2>/dev/null; then
-    echo "podman pushed without logging in"; return 1
-  fi
-  echo secretpassword | podman login --tls-verify=false --username admin --password-stdin "localhost:$P"
   skopeo copy -q --src-daemon-host "$DOCKER_HOST" \
     "docker-daemon:alpine:latest" "containers-storage:docker.io/library/alpine:latest"
+  if podman push --tls-verify=false docker.io/library/alpine:latest "localhost:$P/alpine:podman" 2> "$WORK/noauth.err"; then
+    echo "podman pushed without logging in"; return 1
+  fi
+  cat "$WORK/noauth.err"
+  grep -qi 'unauthorized\|authentication required' "$WORK/noauth.err"
+  echo secretpassword | podman login --tls-verify=false --username admin --password-stdin "localhost:$P"
   podman push --tls-verify=false docker.io/library/alpine:latest "localhost:$P/alpine:podman"
   podman rmi -a -f >/dev/null
   podman pull --tls-verify=false "localhost:$P/alpine:podman"
   podman logout "localhost:$P"
+  podman rmi -a -f >/dev/null
   if podman pull --tls-verify=false "localhost:$P/alpine:podman" 2>/dev/null; then
     echo "podman pulled after logout"; return 1
   fi
   docker container rm -f auth-registry
-  docker logout "localhost:$P"
   rm -rf "$LAB/auth"
 }
 
