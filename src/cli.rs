@@ -18,6 +18,10 @@ REGISTRY_STORAGE_DELETE_ENABLED), then WHARF_* with the same key names (e.g. WHA
 $XDG_DATA_HOME/wharf (default ~/.local/share/wharf)."
 )]
 pub struct Cli {
+    /// Log format: human-readable text (the default) or one JSON object per line. Overrides
+    /// log.formatter.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,6 +63,28 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Load the configuration as serve would, print what is ignored, then the effective settings.
+    ///
+    /// Takes Wharf's TOML or Distribution's config.yml (by extension), plus the environment.
+    /// Exit code 0 when serve would start with it, 2 (and the reason) when it would not.
+    #[command(name = "check-config")]
+    CheckConfig {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(value_name = "CONFIG", conflicts_with = "config")]
+        config_positional: Option<PathBuf>,
+    },
+    /// Exit 0 if the server configured here answers GET /healthz on its own address (for a
+    /// container HEALTHCHECK: the image has no curl), else 1.
+    Healthcheck {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(value_name = "CONFIG", conflicts_with = "config")]
+        config_positional: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 impl Command {
@@ -69,6 +95,15 @@ impl Command {
                 config_positional,
             } => (config, config_positional),
             Command::GarbageCollect {
+                config,
+                config_positional,
+                ..
+            }
+            | Command::CheckConfig {
+                config,
+                config_positional,
+            }
+            | Command::Healthcheck {
                 config,
                 config_positional,
                 ..

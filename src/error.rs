@@ -179,6 +179,7 @@ fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, k: K, v: &str) {
 
 impl From<DriverError> for Error {
     fn from(e: DriverError) -> Self {
+        crate::metrics::storage_error(&e);
         Error::Internal(e.to_string())
     }
 }

@@ -4,13 +4,16 @@
 //! `cli`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
 //! code that knows the storage layout) → `storage` (the driver trait and its implementations).
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod tls;
 

@@ -5,14 +5,19 @@ use wharf::cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = match wharf::config::load(cli.command.config_file().as_deref(), &env) {
+    let mut notes = Vec::new();
+    let mut config = match wharf::config::load_with_notes(cli.command.config_file().as_deref(), &env, &mut notes) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wharf: {e}");
             std::process::exit(2);
         }
     };
+    if let Some(format) = cli.log_format {
+        config.log.formatter = format;
+    }
     init_tracing(&config);
+    notes.iter().for_each(wharf::config::ConfigNote::log);
     if let Err(e) = run(cli.command, config) {
         eprintln!("wharf: {e:#}");
         std::process::exit(1);
@@ -43,7 +48,18 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
                 wharf::serve(listener, config, wharf::server::shutdown_signal()).await
-            })
+            })?;
+            // Requests cut at the drain timeout may leave a blocking write finishing: give it a
+            // moment, but never hang the exit on it.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            Ok(())
+        }
+        Command::CheckConfig { .. } => {
+            print!("{}", wharf::admin::effective_config(&config));
+            Ok(())
+        }
+        Command::Healthcheck { timeout, .. } => {
+            wharf::admin::healthcheck(&config, std::time::Duration::from_secs(timeout))
         }
         Command::GarbageCollect {
             dry_run,

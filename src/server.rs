@@ -103,6 +103,7 @@ pub async fn serve(
         readonly,
         auth,
     });
+    let ops = Operations::start(&config, app.registry.driver().clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %addr,
@@ -125,7 +126,21 @@ pub async fn serve(
     if let Some(t) = &tls {
         t.clone().watch();
     }
-    accept_loop(listener, http::router(app), tls, shutdown).await;
+    let router = ops.wrap(http::router(app));
+    let drain = ops.drain;
+    let server = accept_loop(listener, router, tls, drain.stopped());
+    let metrics = ops.metrics.clone();
+    drain
+        .run(
+            async move {
+                server.await;
+                Ok::<(), std::convert::Infallible>(())
+            },
+            shutdown,
+            || metrics.in_flight.get(),
+        )
+        .await
+        .ok();
     tracing::info!("stopped");
     Ok(())
 }
@@ -197,6 +212,89 @@ async fn serve_connection<I>(
         .serve_connection(io, TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(client = %peer, "connection ended: {e}");
+    }
+}
+
+/// The operational side of a server (issue 8): metrics, the storage health check, the drain on
+/// shutdown, and the debug listener (`http.debug.addr`) when one is configured.
+pub struct Operations {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub drain: crate::shutdown::Drain,
+    ops: Arc<http::ops::Ops>,
+    observe: Arc<http::observe::Observe>,
+    /// The metrics path when metrics are served on the main listener.
+    metrics_here: Option<String>,
+}
+
+impl Operations {
+    pub async fn start(config: &Config, driver: Arc<dyn crate::storage::Driver>) -> anyhow::Result<Self> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let drain = crate::shutdown::Drain::new(config.http.draintimeout());
+        let health = Arc::new(http::health::Health::new(&config.health.storagedriver));
+        // One probe before serving, so /readyz is right from the first request.
+        if health.enabled() {
+            health.probe(driver.as_ref()).await;
+            tokio::spawn(async_health_loop(health.clone(), driver.clone(), config));
+        }
+        let ops = Arc::new(http::ops::Ops {
+            metrics: metrics.clone(),
+            health,
+            driver,
+            draining: drain.draining(),
+        });
+        let observe = Arc::new(http::observe::Observe::new(metrics.clone(), config, drain.abort()));
+        let prometheus = &config.http.debug.prometheus;
+        let metrics_path = prometheus.enabled.then(|| prometheus.path.clone());
+        let mut metrics_here = metrics_path.clone();
+        if !config.http.debug.addr.is_empty() {
+            let addr = config.http.debug.socket_addr().map_err(anyhow::Error::msg)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (http.debug.addr): {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, metrics = ?metrics_path, "debug listener");
+            let debug = http::ops::wrap(
+                axum::Router::new(),
+                ops.clone(),
+                observe.clone(),
+                metrics_path.as_deref(),
+            );
+            let stopped = drain.stopped();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, debug).with_graceful_shutdown(stopped).await {
+                    tracing::warn!("debug listener: {e}");
+                }
+            });
+            metrics_here = None;
+        }
+        Ok(Operations {
+            metrics,
+            drain,
+            ops,
+            observe,
+            metrics_here,
+        })
+    }
+
+    /// The application's router with the operational routes and the request-observing layer.
+    pub fn wrap(&self, app: axum::Router) -> axum::Router {
+        http::ops::wrap(
+            app,
+            self.ops.clone(),
+            self.observe.clone(),
+            self.metrics_here.as_deref(),
+        )
+    }
+}
+
+fn async_health_loop(
+    health: Arc<http::health::Health>,
+    driver: Arc<dyn crate::storage::Driver>,
+    config: &Config,
+) -> impl Future<Output = ()> + Send + 'static {
+    let interval = config.health.storagedriver.interval();
+    async move {
+        tokio::time::sleep(interval).await;
+        health.run(driver).await
     }
 }
 

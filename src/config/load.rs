@@ -26,10 +26,53 @@ impl ConfigError {
     }
 }
 
+/// Something worth telling the user about the configuration that does not stop start-up (an
+/// ignored key, a setting with no effect). Loading happens before logging is set up, so notes
+/// are collected and logged by the caller.
+#[derive(Clone, Debug)]
+pub struct ConfigNote {
+    /// A warning (the configuration asks for something Wharf will not do), else information.
+    pub warning: bool,
+    pub message: String,
+}
+
+impl ConfigNote {
+    pub fn warn(message: String) -> Self {
+        ConfigNote { warning: true, message }
+    }
+    pub fn info(message: String) -> Self {
+        ConfigNote {
+            warning: false,
+            message,
+        }
+    }
+    pub fn log(&self) {
+        if self.warning {
+            tracing::warn!("configuration: {}", self.message);
+        } else {
+            tracing::info!("configuration: {}", self.message);
+        }
+    }
+}
+
 /// Environment variables that name the configuration file rather than a key.
 const NOT_KEYS: &[&str] = &["REGISTRY_CONFIGURATION_PATH", "WHARF_CONFIG"];
 
+/// [`load_with_notes`], logging the notes right away (for callers whose logging is set up).
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let mut notes = Vec::new();
+    let config = load_with_notes(file, env, &mut notes);
+    notes.iter().for_each(ConfigNote::log);
+    config
+}
+
+/// Load the configuration: defaults, then `file` (Distribution's YAML if it ends in `.yml` or
+/// `.yaml`, else TOML), then `env`. Ignored keys and settings without effect go to `notes`.
+pub fn load_with_notes(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    notes: &mut Vec<ConfigNote>,
+) -> Result<Config, ConfigError> {
     let mut tree = Value::try_from(Config::default()).expect("defaults serialize");
     // Where each overridden key's value came from, for error messages.
     let mut sources: std::collections::HashMap<String, String> = std::collections::HashMap::new();
@@ -39,13 +82,17 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
         file_note = note.clone();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("config file", note.clone(), format!("cannot read: {e}")))?;
-        let file_tree: toml::Table = toml::from_str(&text).map_err(|e| {
-            ConfigError::new(
-                "config file",
-                note.clone(),
-                e.to_string().lines().next().unwrap_or("").to_owned(),
-            )
-        })?;
+        let file_tree: toml::Table = if super::distribution::is_yaml(path) {
+            super::distribution::from_yaml(&text, notes).map_err(|(k, r)| ConfigError::new(k, note.clone(), r))?
+        } else {
+            toml::from_str(&text).map_err(|e| {
+                ConfigError::new(
+                    "config file",
+                    note.clone(),
+                    e.to_string().lines().next().unwrap_or("").to_owned(),
+                )
+            })?
+        };
         merge(&mut tree, Value::Table(file_tree));
         fill_optional_sections(&mut tree);
     }
@@ -79,7 +126,9 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
                 *slot = typed_like(slot, value).map_err(|r| ConfigError::new(&key, &note, r))?;
                 sources.insert(key, note);
             }
-            None => tracing::warn!("ignoring {name}: {key} is not a setting Wharf knows"),
+            None => notes.extend(
+                super::distribution::missing_env_key(name, &key).map_err(|r| ConfigError::new(&key, &note, r))?,
+            ),
         }
     }
 

@@ -3,7 +3,9 @@
 //! overrides (`REGISTRY_*` as `registry:2` users know them, then `WHARF_*`). See
 //! `config.example.toml` for every key.
 
+mod distribution;
 mod load;
+mod ops;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, load};
+pub use load::{ConfigError, ConfigNote, load, load_with_notes};
+pub use ops::*;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,11 +24,13 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    pub health: HealthConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    pub accesslog: AccessLogConfig,
     /// error | warn | info | debug | trace
     pub level: String,
     /// text | json
@@ -35,6 +40,12 @@ pub struct LogConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// After SIGTERM/SIGINT, how long in-flight requests may finish before they are cut ("30s").
+    pub draintimeout: String,
+    /// Extra response headers (name -> values).
+    pub headers: Headers,
+    /// The debug listener and the metrics endpoint.
+    pub debug: DebugConfig,
     /// `host:port` or `:port` (all interfaces), as in `registry:2`.
     pub addr: String,
     /// `http.tls`: serve HTTPS (absent: plain HTTP).
@@ -307,6 +318,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -314,6 +326,7 @@ impl Default for Config {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            accesslog: AccessLogConfig::default(),
             level: "info".into(),
             formatter: "text".into(),
         }
@@ -323,6 +336,9 @@ impl Default for LogConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            draintimeout: default_draintimeout(),
+            headers: Headers::new(),
+            debug: DebugConfig::default(),
             addr: ":5000".into(),
             tls: None,
         }
@@ -383,6 +399,7 @@ impl Config {
                 format!("{:?} is not one of text, json", self.log.formatter),
             ));
         }
+        self.validate_ops()?;
         let purging = &self.storage.maintenance.uploadpurging;
         parse_duration(&purging.age).map_err(|e| ("storage.maintenance.uploadpurging.age".to_owned(), e))?;
         match parse_duration(&purging.interval) {

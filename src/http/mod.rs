@@ -8,14 +8,15 @@ pub mod manifests;
 pub mod route;
 pub mod token;
 pub mod uploads;
+// Operations (issue 8): request ids, metrics and the access log; health; /metrics, /readyz.
+pub mod health;
+pub mod observe;
+pub mod ops;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -52,7 +53,6 @@ pub fn router(app: AppState) -> Router {
     r.fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(api_version))
-        .layer(middleware::from_fn(access_log))
         .with_state(app)
 }
 
@@ -190,106 +190,4 @@ async fn api_version(req: Request, next: Next) -> Response {
         HeaderValue::from_static("registry/2.0"),
     );
     resp
-}
-
-/// One log line per request, written when the response body has been sent (or dropped), so
-/// the byte count and duration cover the whole transfer.
-async fn access_log(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let bytes_in = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let (parts, body) = resp.into_parts();
-    let logged = LoggedBody {
-        inner: body,
-        bytes_out: 0,
-        start,
-        method,
-        path,
-        status,
-        bytes_in,
-        done: false,
-    };
-    Response::from_parts(parts, Body::new(logged))
-}
-
-struct LoggedBody {
-    inner: Body,
-    bytes_out: u64,
-    start: Instant,
-    method: Method,
-    path: String,
-    status: StatusCode,
-    bytes_in: u64,
-    done: bool,
-}
-
-impl LoggedBody {
-    fn log(&mut self, outcome: &str) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        tracing::info!(
-            target: "wharf::access",
-            method = %self.method,
-            path = %self.path,
-            status = self.status.as_u16(),
-            bytes_in = self.bytes_in,
-            bytes_out = self.bytes_out,
-            ms = (self.start.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-            outcome,
-            "request"
-        );
-    }
-}
-
-impl HttpBody for LoggedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes_out += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) => self.log("complete"),
-            Poll::Ready(Some(Err(_))) => self.log("body error"),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        // hyper never polls a HEAD response's body; that is not an aborted transfer.
-        let outcome = if self.inner.is_end_stream() || self.method == Method::HEAD {
-            "complete"
-        } else {
-            "aborted"
-        };
-        self.log(outcome);
-    }
 }

@@ -486,6 +486,7 @@ impl Registry {
             report.uploads.push((repo, id));
         }
         phase("purged uploads");
+        self.record_gc_run(opts, &report, started.elapsed()).await;
         Ok(report)
     }
 }

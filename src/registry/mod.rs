@@ -8,6 +8,8 @@ pub mod listing;
 pub mod manifests;
 pub mod names;
 mod objectstore;
+/// Wharf's own objects at the storage root: the health probe, GC statistics.
+pub mod ops;
 pub mod paths;
 pub mod uploads;
 

@@ -4,6 +4,9 @@
 # one deleted by digest with curl, GC with --dry-run then for real while the server is read-only,
 # the other image pulled with podman and its digest compared; then auth.sh (htpasswd and token
 # auth over TLS with podman and skopeo).
+# the other image pulled with podman and its digest compared. Then a real Docker engine:
+# tests/e2e/docker.sh (docker build/push/pull/manifest/login, Wharf's image built, pushed, pulled
+# and run) and tests/e2e/seeds.sh (the seeds' registry:2 labs against that image).
 #
 #   bash tests/e2e/run.sh            (after tests/e2e/install.sh; WHARF_BIN defaults to target/debug/wharf)
 set -uo pipefail
@@ -105,3 +108,22 @@ stop_wharf
 
 echo "== authentication and TLS with real clients (tests/e2e/auth.sh)"
 bash "$ROOT/tests/e2e/auth.sh" || exit 1
+
+# A real Docker engine (issue 8): its flows and the image build check against this Wharf, then
+# the seeds' registry:2 labs against the image it built and pulled back.
+# shellcheck disable=SC1091 # checked on its own
+source "$ROOT/tests/e2e/dockerd.sh"
+trap 'dockerd_stop; stop_wharf; rm -rf "$WORK"' EXIT
+stop_wharf
+start_wharf || exit 1   # read-write again (the GC flow left it read-only)
+echo "== a real Docker engine"
+dockerd_start || exit 1
+WHARF_BIN=$WHARF WHARF_IMAGE_FILE=$WORK/image bash "$ROOT/tests/e2e/docker.sh" "$R" || exit 1
+echo "== the seeds' registry:2 labs, against Wharf's image"
+WHARF_BIN=$WHARF WHARF_IMAGE=$(cat "$WORK/image") bash "$ROOT/tests/e2e/seeds.sh" || exit 1
+echo "== Wharf's metrics after the run"
+curl -sf "http://$R/metrics" | grep -E '^wharf_(pushes|pulls)_total' | tee "$WORK/metrics.txt"
+for kind in blob manifest; do
+  grep -Eq "^wharf_pushes_total\{kind=\"$kind\"\} [1-9]" "$WORK/metrics.txt" || { echo "no $kind pushes counted"; exit 1; }
+  grep -Eq "^wharf_pulls_total\{kind=\"$kind\"\} [1-9]" "$WORK/metrics.txt" || { echo "no $kind pulls counted"; exit 1; }
+done
