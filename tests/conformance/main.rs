@@ -91,6 +91,16 @@ struct Ctx {
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+/// The repository a `/v2/<name>/{blobs,manifests,tags,referrers}/...` path names.
+fn repository_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v2/")?;
+    ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
+        .iter()
+        .filter_map(|k| rest.find(k))
+        .min()
+        .map(|i| rest[..i].to_owned())
+}
+
 /// `key="value", key2=value2` (RFC 7235 auth-params) in order.
 fn auth_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -164,6 +174,24 @@ impl Ctx {
         let Some(bare) = rb.try_clone() else {
             return rb.basic_auth(user, Some(pass)).send().await.map_err(err);
         };
+        // A token this run already holds for the repository goes first, as clients do: a
+        // registry that only takes tokens would otherwise refuse (and may cut off) every body
+        // sent with Basic credentials first. Not for mounts, whose token must also cover `from`.
+        let url = bare.try_clone().and_then(|b| b.build().ok()).map(|r| r.url().clone());
+        let repo = url.as_ref().and_then(|u| {
+            let mounts = u.query().is_some_and(|q| q.contains("mount="));
+            repository_of(u.path()).filter(|_| !mounts)
+        });
+        if let Some(repo) = &repo {
+            let cached = self.tokens.lock().unwrap().get(&format!("repo:{repo}")).cloned();
+            if let Some(token) = cached {
+                let retry = bare.try_clone().expect("cloned once already");
+                let r = retry.bearer_auth(&token).send().await.map_err(err)?;
+                if r.status() != StatusCode::UNAUTHORIZED {
+                    return Ok(r);
+                }
+            }
+        }
         let r = rb.basic_auth(user, Some(pass)).send().await.map_err(err)?;
         let challenge = header(&r, "www-authenticate").unwrap_or_default();
         if r.status() != StatusCode::UNAUTHORIZED || !challenge.to_ascii_lowercase().starts_with("bearer ") {
@@ -183,6 +211,12 @@ impl Ctx {
                 _ => self.fetch_token(&params, user, pass).await?,
             };
             self.tokens.lock().unwrap().insert(scope.clone(), token.clone());
+            if let Some(repo) = &repo {
+                self.tokens
+                    .lock()
+                    .unwrap()
+                    .insert(format!("repo:{repo}"), token.clone());
+            }
             let retry = bare.try_clone().expect("cloned once already");
             let r = retry.bearer_auth(&token).send().await.map_err(err)?;
             if r.status() != StatusCode::UNAUTHORIZED || fresh {
