@@ -155,6 +155,20 @@ async fn catalog_lists_repositories_with_pagination() {
     assert!(strings(&body["repositories"]).is_empty() && link.is_none());
     let (_, _, body) = get_json(&s, "/v2/_catalog?last=alpha/two").await;
     assert_eq!(strings(&body["repositories"]), vec!["beta", "zeta"]);
+    // `last` a repository with repositories inside it, a name between subtrees, a prefix
+    for (last, want) in [
+        ("alpha", vec!["alpha/one", "alpha/two", "beta", "zeta"]),
+        ("alpha/o", vec!["alpha/one", "alpha/two", "beta", "zeta"]),
+        ("alpha-b", vec!["beta", "zeta"]),
+        ("b", vec!["beta", "zeta"]),
+        ("aaa", vec!["alpha", "alpha/one", "alpha/two", "beta", "zeta"]),
+    ] {
+        let (_, _, body) = get_json(&s, &format!("/v2/_catalog?last={last}")).await;
+        assert_eq!(strings(&body["repositories"]), want, "last={last}");
+    }
+    let (_, link, body) = get_json(&s, "/v2/_catalog?n=2&last=alpha").await;
+    assert_eq!(strings(&body["repositories"]), vec!["alpha/one", "alpha/two"]);
+    assert!(link.is_some(), "more remain after alpha/two");
     let (_, link, body) = get_json(&s, "/v2/_catalog?n=50&last=zeta").await;
     assert!(strings(&body["repositories"]).is_empty() && link.is_none());
 }

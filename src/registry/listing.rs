@@ -51,37 +51,66 @@ impl Registry {
 
     /// The catalog restricted to the names `keep` accepts (filtered before pagination, so
     /// pages stay full).
+    ///
+    /// A depth-first walk over `repositories/` with each directory's children in byte order
+    /// yields names in `path_order` (a parent before its children), so the walk skips every
+    /// subtree that lies wholly at or before `last` and stops once it has one name more than the
+    /// page needs: a page costs O(page) directory listings, not O(registry).
     pub async fn catalog_filtered(
         &self,
         last: Option<&str>,
         n: Option<usize>,
         keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Page> {
+        let last: Option<Vec<&str>> = last.map(|l| l.split('/').collect());
+        let want = n.map(|n| n.saturating_add(1));
         let mut repos = Vec::new();
+        // (directory, repository name so far); popped in path order
         let mut stack: Vec<(StoragePath, String)> = vec![(paths::repositories(), String::new())];
         while let Some((dir, name)) = stack.pop() {
-            let children = match self.driver.list(&dir).await {
+            if want.is_some_and(|w| repos.len() >= w) {
+                break;
+            }
+            let mut children = match self.driver.list(&dir).await {
                 Ok(c) => c,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
-            if !name.is_empty() && children.iter().any(|c| c == "_manifests") && keep(&name) {
+            let after_last = last
+                .as_ref()
+                .is_none_or(|l| name.split('/').cmp(l.iter().copied()) == Ordering::Greater);
+            if !name.is_empty() && after_last && children.iter().any(|c| c == "_manifests") && keep(&name) {
                 repos.push(name.clone());
             }
-            for c in children.iter().filter(|c| !c.starts_with('_')) {
+            children.retain(|c| !c.starts_with('_'));
+            children.sort();
+            for c in children.into_iter().rev() {
                 let child = if name.is_empty() {
                     c.clone()
                 } else {
                     format!("{name}/{c}")
                 };
                 // Only names that are valid repository names can be repositories.
-                if RepoName::parse(&child).is_ok() {
-                    stack.push((dir.join(c), child));
+                if RepoName::parse(&child).is_err() {
+                    continue;
                 }
+                if let Some(l) = &last {
+                    // Skip a subtree wholly at or before `last`: its prefix sorts before `last`
+                    // and is not one of `last`'s own prefixes.
+                    let prefix: Vec<&str> = child.split('/').collect();
+                    let is_prefix_of_last = l.len() >= prefix.len() && l[..prefix.len()] == prefix[..];
+                    if !is_prefix_of_last && prefix.as_slice() < l.as_slice() {
+                        continue;
+                    }
+                }
+                stack.push((dir.join(&c), child));
             }
         }
-        repos.sort_by(|a, b| path_order(a, b));
-        Ok(paginate(repos, last, n, path_order))
+        let more = n.is_some_and(|n| n > 0 && repos.len() > n);
+        if let Some(n) = n {
+            repos.truncate(n);
+        }
+        Ok(Page { items: repos, more })
     }
 }
 
