@@ -132,13 +132,7 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
                 let repo = c.repo("push-final-put");
                 let data = noise(150_000, 23);
                 let d = sha256(&data);
-                let r = c
-                    .send(
-                        c.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-                            .header("content-length", "0"),
-                    )
-                    .await?;
-                let loc = location(&r)?;
+                let loc = c.start_upload(&repo).await?;
                 let r = c
                     .send(
                         c.req(Method::PATCH, &loc)
@@ -171,13 +165,7 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
         ("push.out-of-order-chunk-returns-416", |c| {
             Box::pin(async move {
                 let repo = c.repo("push-416");
-                let r = c
-                    .send(
-                        c.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-                            .header("content-length", "0"),
-                    )
-                    .await?;
-                let loc = location(&r)?;
+                let loc = c.start_upload(&repo).await?;
                 let r = c
                     .send(
                         c.req(Method::PATCH, &loc)
@@ -205,13 +193,7 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
         ("push.upload-status-returns-204-with-location-and-range", |c| {
             Box::pin(async move {
                 let repo = c.repo("push-status");
-                let r = c
-                    .send(
-                        c.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-                            .header("content-length", "0"),
-                    )
-                    .await?;
-                let loc = location(&r)?;
+                let loc = c.start_upload(&repo).await?;
                 let r = c
                     .send(
                         c.req(Method::PATCH, &loc)
