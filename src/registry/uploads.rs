@@ -322,23 +322,34 @@ impl Registry {
                 writer.size()
             )));
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        // Writing and hashing run on two blocking threads fed the same (reference-counted)
+        // chunks, so the disk copy and the hash overlap instead of adding up.
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let (htx, mut hrx) = mpsc::channel::<Bytes>(16);
         let sink = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
             while let Some(chunk) = rx.blocking_recv() {
                 if let Err(e) = writer.write_all(&chunk) {
-                    return (writer, hasher, Err(e));
+                    return (writer, Err(e));
                 }
+            }
+            (writer, Ok(()))
+        });
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(chunk) = hrx.blocking_recv() {
                 hasher.update(&chunk);
             }
-            (writer, hasher, Ok(()))
+            hasher
         });
 
         let mut interrupted = None;
         loop {
             match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
                 Ok(Some(Ok(chunk))) => {
-                    if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    if tx.send(chunk.clone()).await.is_err() || htx.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
@@ -353,8 +364,9 @@ impl Registry {
                 }
             }
         }
-        drop(tx);
-        let (writer, hasher, written) = sink.await.map_err(|e| Error::Internal(e.to_string()))?;
+        drop((tx, htx));
+        let (writer, written) = sink.await.map_err(|e| Error::Internal(e.to_string()))?;
+        let hasher = hashing.await.map_err(|e| Error::Internal(e.to_string()))?;
 
         let received = writer.size() - start;
         let rollback = written.is_err() || (interrupted.is_none() && expected_len.is_some_and(|len| len != received));
