@@ -95,6 +95,41 @@ async fn tags_are_listed_sorted_and_paginated_with_link() {
     assert!(link.unwrap().contains("/v2/app/tags/list?"));
 }
 
+/// Tags lists are served from an in-memory sorted index; it must follow every change, also
+/// ones made by another server sharing the store (which cannot tell this one to forget).
+#[tokio::test]
+async fn the_tags_list_follows_changes_made_through_another_server() {
+    let delete = "[storage.delete]\nenabled = true\n";
+    let a = Server::start_with(delete, &[]);
+    let root = a.root().display().to_string();
+    let b = Server::start_with(delete, &[("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", &root)]);
+    for t in ["t1", "t2", "t3"] {
+        push_manifest(&a, "shared", Some(t), json!({})).await;
+    }
+    let tags = |v: &Value| strings(&v["tags"]);
+    // Let the directory settle, so the index keeps what it reads; then read it twice.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        assert_eq!(tags(&get_json(&a, "/v2/shared/tags/list").await.2), ["t1", "t2", "t3"]);
+    }
+    push_manifest(&b, "shared", Some("t4"), json!({})).await;
+    assert_eq!(
+        tags(&get_json(&a, "/v2/shared/tags/list").await.2),
+        ["t1", "t2", "t3", "t4"]
+    );
+    assert_eq!(
+        tags(&get_json(&a, "/v2/shared/tags/list?n=2&last=t2").await.2),
+        ["t3", "t4"]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(tags(&get_json(&a, "/v2/shared/tags/list?n=1&last=t3").await.2), ["t4"]);
+    let r = client().delete(b.url("/v2/shared/manifests/t2")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(tags(&get_json(&a, "/v2/shared/tags/list").await.2), ["t1", "t3", "t4"]);
+    push_manifest(&a, "shared", Some("t0"), json!({})).await;
+    assert_eq!(tags(&get_json(&a, "/v2/shared/tags/list?n=2").await.2), ["t0", "t1"]);
+}
+
 #[tokio::test]
 async fn tag_pagination_edges() {
     let s = Server::start();

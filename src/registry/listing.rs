@@ -1,6 +1,8 @@
 //! Tags list and catalog, with `n`/`last` pagination.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::names::RepoName;
 use super::{Registry, paths};
@@ -36,13 +38,49 @@ impl Registry {
         if !self.repo_exists(repo).await? {
             return Err(Error::NameUnknown(repo.to_string()));
         }
-        let tags = self
-            .all_tags(repo)
-            .await?
-            .into_iter()
-            .map(|t| t.as_str().to_owned())
-            .collect();
-        Ok(paginate(tags, last, n, |a, b| a.cmp(b)))
+        if self.driver.multipart().is_some() {
+            // Object stores have no directory times to validate an index with: list every time.
+            let tags = self
+                .all_tags(repo)
+                .await?
+                .into_iter()
+                .map(|t| t.as_str().to_owned())
+                .collect();
+            return Ok(paginate(tags, last, n, |a, b| a.cmp(b)));
+        }
+        let tags = self.sorted_tags(repo).await?;
+        // The page is a slice of the sorted index: O(log tags + page).
+        let from = last.map_or(0, |l| tags.partition_point(|t| t.as_str() <= l));
+        let rest = &tags[from..];
+        let take = n.map_or(rest.len(), |n| n.min(rest.len()));
+        Ok(Page {
+            items: rest[..take].to_vec(),
+            more: n.is_some_and(|n| n > 0 && rest.len() > n),
+        })
+    }
+
+    /// A filesystem repository's tags, sorted, from the tag index while the tags directory is
+    /// unchanged (see `cache::TagIndex`), else from a fresh listing.
+    async fn sorted_tags(&self, repo: &RepoName) -> Result<Arc<Vec<String>>> {
+        let dir = paths::tags_dir(repo);
+        let read_at = SystemTime::now();
+        let stamp = match self.driver.stat(&dir).await {
+            Ok(fi) => fi.modified,
+            Err(e) if e.is_not_found() => return Ok(Arc::default()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(tags) = self.tag_index.get(repo, stamp) {
+            return Ok(tags);
+        }
+        let tags: Arc<Vec<String>> = Arc::new(
+            self.all_tags(repo)
+                .await?
+                .into_iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+        );
+        self.tag_index.insert(repo, stamp, read_at, tags.clone());
+        Ok(tags)
     }
 
     pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {

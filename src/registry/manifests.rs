@@ -93,9 +93,6 @@ pub struct StoredManifest {
     pub subject: Option<Digest>,
 }
 
-/// Parsed manifests kept in memory, at most this many (then the cache starts over).
-const MANIFEST_CACHE_ENTRIES: usize = 8192;
-
 pub struct PutOutcome {
     pub digest: Digest,
     pub subject: Option<Digest>,
@@ -243,8 +240,8 @@ impl Registry {
         if self.read_link(&paths::revision_link(repo, d)).await?.as_ref() != Some(d) {
             return Err(self.manifest_unknown(repo, &d.to_string()).await);
         }
-        if let Some(m) = self.manifest_cache.lock().expect("cache poisoned").get(d) {
-            return Ok(m.clone());
+        if let Some(m) = self.manifest_cache.get(d) {
+            return Ok(m);
         }
         let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
             Ok(b) => b,
@@ -270,11 +267,7 @@ impl Registry {
                 subject: None,
             },
         });
-        let mut cache = self.manifest_cache.lock().expect("cache poisoned");
-        if cache.len() >= MANIFEST_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(d.clone(), m.clone());
+        self.manifest_cache.insert(m.clone());
         Ok(m)
     }
 
@@ -329,6 +322,7 @@ impl Registry {
         }
         if !tags.is_empty() {
             let _g = self.repo_lock(repo).await;
+            self.tag_index.invalidate(repo);
             for tag in tags {
                 self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
                     .await?;
@@ -347,6 +341,7 @@ impl Registry {
         self.check_gc_lock().await?;
         let m = self.get_manifest(repo, d).await?;
         let _g = self.repo_lock(repo).await;
+        self.tag_index.invalidate(repo);
         for tag in self.all_tags(repo).await? {
             if self.read_link(&paths::tag_current(repo, &tag)).await?.as_ref() == Some(d) {
                 self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
@@ -367,6 +362,7 @@ impl Registry {
         self.check_gc_lock().await?;
         let _g = self.repo_lock(repo).await;
         self.resolve_tag(repo, tag).await?;
+        self.tag_index.invalidate(repo);
         self.driver.delete(&paths::tag_dir(repo, tag)).await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the storage layout (through `paths`). It sees the driver, never HTTP types.
 
 pub mod blobs;
+mod cache;
 pub mod digest;
 pub mod gc;
 pub mod listing;
@@ -45,7 +46,9 @@ pub struct Registry {
     /// Striped per-repository locks ordering tag changes within this process.
     repo_locks: Vec<tokio::sync::Mutex<()>>,
     /// Parsed manifests by digest (immutable content, so never stale).
-    manifest_cache: StdMutex<HashMap<Digest, Arc<manifests::StoredManifest>>>,
+    manifest_cache: cache::ManifestCache,
+    /// Sorted tag names per repository, for O(page) tags lists (filesystem stores).
+    tag_index: cache::TagIndex,
 }
 
 impl Registry {
@@ -55,7 +58,8 @@ impl Registry {
             opts,
             sessions: StdMutex::new(HashMap::new()),
             repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-            manifest_cache: StdMutex::new(HashMap::new()),
+            manifest_cache: cache::ManifestCache::default(),
+            tag_index: cache::TagIndex::default(),
         }
     }
 
