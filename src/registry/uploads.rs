@@ -47,11 +47,17 @@ struct Session {
 
 impl Registry {
     /// Open a new session. `alg` is the session's digest algorithm (`?digest-algorithm=`).
+    ///
+    /// A new session holds no data yet, so its files are written without waiting for the disk
+    /// (two fewer fsync rounds per blob pushed with POST + PUT): after a machine crash the
+    /// session is either there or cleanly unknown (404 BLOB_UPLOAD_UNKNOWN, and the client
+    /// starts over), and the offset-0 hash state is never read back (see `load_session`), so a
+    /// lost or empty one does no harm. Chunks are fsync'd as before.
     pub async fn start_upload(&self, repo: &RepoName, alg: Algorithm) -> Result<UploadStatus> {
         let id = UploadId::new();
         let now = humantime::format_rfc3339(SystemTime::now()).to_string();
         self.driver
-            .put_content(&paths::upload_startedat(repo, &id), Bytes::from(now))
+            .put_content_volatile(&paths::upload_startedat(repo, &id), Bytes::from(now))
             .await?;
         if self.driver.multipart().is_some() {
             self.mp_start(repo, &id, alg).await?;
@@ -59,7 +65,7 @@ impl Registry {
         }
         let initial = Hasher::new(alg).serialize();
         self.driver
-            .put_content(&paths::upload_hashstate(repo, &id, alg, 0), Bytes::from(initial))
+            .put_content_volatile(&paths::upload_hashstate(repo, &id, alg, 0), Bytes::from(initial))
             .await?;
         Ok(UploadStatus { id, size: 0 })
     }
@@ -244,6 +250,11 @@ impl Registry {
         checkpoints.sort_unstable();
         let mut resumed = None;
         for &offset in checkpoints.iter().rev().filter(|&&o| o <= size) {
+            if offset == 0 {
+                // The state at offset 0 is a fresh hasher; its file only records the algorithm.
+                resumed = Some((0, Hasher::new(alg)));
+                break;
+            }
             match self
                 .driver
                 .get_content(&paths::upload_hashstate(repo, id, alg, offset))

@@ -94,16 +94,23 @@ impl Inner {
 
     /// `mkdir -p` that fsyncs the parent of every directory it creates.
     fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        self.make_dirs(dir, self.fsync)
+    }
+
+    /// `mkdir -p`; with `sync`, the parent of every directory created is fsync'd.
+    fn make_dirs(&self, dir: &Path, sync: bool) -> io::Result<()> {
         if dir.is_dir() {
             return Ok(());
         }
         if let Some(parent) = dir.parent() {
-            self.create_dirs(parent)?;
+            self.make_dirs(parent, sync)?;
         }
         match fs::create_dir(dir) {
             Ok(()) => {
-                if let Some(parent) = dir.parent() {
-                    self.sync_dir(parent)?;
+                if let Some(parent) = dir.parent()
+                    && sync
+                {
+                    File::open(parent)?.sync_all()?;
                 }
                 Ok(())
             }
@@ -112,19 +119,24 @@ impl Inner {
         }
     }
 
-    fn atomic_write(&self, full: &Path, data: &[u8]) -> io::Result<()> {
+    /// Write to a temporary file and rename it over `full`; with `sync`, the file and then its
+    /// directory are fsync'd, so the object is durable when this returns.
+    fn atomic_write(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
         let dir = full.parent().expect("storage paths have a parent");
-        self.create_dirs(dir)?;
+        self.make_dirs(dir, sync)?;
         let name = full.file_name().expect("storage paths have a name").to_string_lossy();
         let tmp = dir.join(format!("{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
-            if self.fsync {
+            if sync {
                 f.sync_all()?;
             }
             fs::rename(&tmp, full)?;
-            self.sync_dir(dir)
+            if sync {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -151,7 +163,17 @@ impl Driver for FsDriver {
         let full = self.full(p);
         self.blocking(move |inner| {
             inner
-                .atomic_write(&full, &data)
+                .atomic_write(&full, &data, inner.fsync)
+                .map_err(|e| DriverError::io(full.display(), e))
+        })
+        .await
+    }
+
+    async fn put_content_volatile(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
+        let full = self.full(p);
+        self.blocking(move |inner| {
+            inner
+                .atomic_write(&full, &data, false)
                 .map_err(|e| DriverError::io(full.display(), e))
         })
         .await

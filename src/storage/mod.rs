@@ -116,6 +116,13 @@ pub trait Driver: Send + Sync + 'static {
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError>;
     /// Atomically replace a small object; durable when this returns.
     async fn put_content(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError>;
+    /// Atomically replace a small object without waiting for it to be durable: after a crash
+    /// of the machine it may be missing or empty (never another object's bytes). For state that
+    /// is cheap to lose, such as a just-opened upload session. Drivers whose writes are always
+    /// durable keep this default.
+    async fn put_content_volatile(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
+        self.put_content(p, data).await
+    }
     async fn stat(&self, p: &StoragePath) -> Result<FileInfo, DriverError>;
     /// Names of the direct children of a directory, sorted. `NotFound` when it does not exist.
     async fn list(&self, p: &StoragePath) -> Result<Vec<String>, DriverError>;
