@@ -366,6 +366,22 @@ async fn a_corrupted_upstream_blob_is_not_cached() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
+
+    // A manifest whose bytes do not match the digest asked for is refused, and not cached.
+    let other = up.push("app", "v2", 8).await;
+    let hex = other.strip_prefix("sha256:").unwrap();
+    let file =
+        up.s.root()
+            .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] = b' ';
+    std::fs::write(&file, bytes).unwrap();
+    for _ in 0..2 {
+        let r = get_manifest(&base, "app", &other).await;
+        assert_eq!(r.status(), 502);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["UNAVAILABLE"]);
+    }
+    assert!(!files_under(&cache.root()).iter().any(|f| f.contains(hex)));
 }
 
 #[tokio::test]
