@@ -503,3 +503,72 @@ async fn several_upstreams_by_prefix_beside_local_repositories() {
     repos.sort();
     assert_eq!(repos, vec!["basic/lib/app", "local/app", "tok/lib/app"]);
 }
+
+/// A minimal upstream that can be told to rate-limit: one image manifest under `app:v1`.
+async fn fake_upstream(limited: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (String, Vec<u8>) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let config = b"{}".to_vec();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(&config), "size": 2},
+        "layers": []
+    }))
+    .unwrap();
+    let digest = sha256_digest(&manifest);
+    let body = manifest.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (limited, body, digest) = (limited.clone(), body.clone(), digest.clone());
+        async move {
+            if limited.load(Ordering::SeqCst) {
+                return StatusCode::TOO_MANY_REQUESTS.into_response();
+            }
+            if req.uri().path() != "/v2/app/manifests/v1" {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            let headers = [
+                ("content-type", OCI_MANIFEST.to_owned()),
+                ("docker-content-digest", digest),
+            ];
+            if req.method() == axum::http::Method::HEAD {
+                (headers, axum::body::Body::empty()).into_response()
+            } else {
+                (headers, body).into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, manifest)
+}
+
+#[tokio::test]
+async fn a_rate_limiting_upstream_gets_the_cached_tag_served_with_a_warning() {
+    let limited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, manifest) = fake_upstream(limited.clone()).await;
+    let cache = Server::start_with(&format!("[proxy]\nremoteurl = \"{url}\"\nttl = \"1s\"\n"), &[]);
+    let base = cache.url("");
+    let r = get_manifest(&base, "app", "v1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    limited.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get_manifest(&base, "app", "v1").await;
+    assert_eq!(r.status(), 200);
+    let warning = r.headers()["warning"].to_str().unwrap().to_owned();
+    assert!(
+        warning.starts_with("299 - \"") && warning.contains("rate-limiting"),
+        "{warning}"
+    );
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    // Nothing cached to stand in: the client is told to slow down.
+    let r = get_manifest(&base, "app", "v2").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["TOOMANYREQUESTS"]);
+    // The limit lifts: the tag is confirmed, no warning.
+    limited.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = get_manifest(&base, "app", "v1").await;
+    assert!(r.headers().get("warning").is_none());
+}

@@ -367,8 +367,9 @@ impl Proxy {
         let (joined, leader) = {
             let mut flights = self.flights.lock().expect("flights");
             match flights.get(d) {
-                Some(rx) => (Some(rx.clone()), None),
-                None => {
+                // (a transfer whose task is gone, which only a panic leaves behind, is replaced)
+                Some(rx) if rx.has_changed().is_ok() => (Some(rx.clone()), None),
+                _ => {
                     let (done_tx, done_rx) = watch::channel(None);
                     flights.insert(d.clone(), done_rx);
                     (None, Some(done_tx))
