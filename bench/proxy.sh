@@ -2,7 +2,8 @@
 # Pull-through cache timings: podman pulls a ~100 MB image (4 layers of 25 MB of random data,
 # built here with buildah) from an upstream Wharf that requires bearer tokens, directly and
 # through a cache Wharf: cold (empty cache), warm (cached, upstream up) and warm with the
-# upstream stopped. Each pull goes into an emptied podman store. Prints the medians of ROUNDS.
+# upstream stopped. Each pull goes into an emptied podman store; the same fetched with curl
+# (manifest and blobs, no client work) shows the registry's part. Prints the medians of ROUNDS.
 #
 #   bash bench/proxy.sh [ROUNDS]     default 3; WHARF_BIN defaults to target/release/wharf
 #
@@ -83,22 +84,51 @@ start_cache() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-direct=(); cold=(); warm=(); down=()
+# seconds to GET the manifest and every blob with curl (the registry alone, no client work)
+fetch() { # HOST [curl options]
+  local t0 t1 m
+  t0=$(date +%s.%N)
+  m=$(curl -sf "${@:2}" -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/bench/img/manifests/v1")
+  for d in $(echo "$m" | jq -r '.config.digest, .layers[].digest'); do
+    curl -sf "${@:2}" -o /dev/null "http://$1/v2/bench/img/blobs/$d"
+  done
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+token=$(curl -sf -u pusher:pusher-pw "http://$UP/token?service=bench&scope=repository:bench/img:pull" | jq -r .token)
+
+rows=(direct cold warm down)
+declare -A podman_t curl_t
 for r in $(seq "$ROUNDS"); do
-  direct+=("$(pull "$UP/bench/img:v1" --creds pusher:pusher-pw)")
-  start_cache "$r"
-  cold+=("$(pull "$C/bench/img:v1")")
-  warm+=("$(pull "$C/bench/img:v1")")
+  podman_t[direct]+="$(pull "$UP/bench/img:v1" --creds pusher:pusher-pw) "
+  curl_t[direct]+="$(fetch "$UP" -H "Authorization: Bearer $token") "
+  start_cache "$r-podman"
+  podman_t[cold]+="$(pull "$C/bench/img:v1") "
+  podman_t[warm]+="$(pull "$C/bench/img:v1") "
+  stop cache
+  start_cache "$r-curl"
+  curl_t[cold]+="$(fetch "$C") "
+  curl_t[warm]+="$(fetch "$C") "
   stop upstream
-  down+=("$(pull "$C/bench/img:v1")")
+  curl_t[down]+="$(fetch "$C") "
+  podman_t[down]+="$(pull "$C/bench/img:v1") "
   stop cache
   start upstream "$UP" WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY="$WORK/upstream-data" REGISTRY_AUTH=token \
     REGISTRY_AUTH_TOKEN_SERVICE=bench REGISTRY_AUTH_TOKEN_ISSUER=bench-issuer \
     WHARF_AUTH_TOKEN_SIGNINGKEY="$WORK/token.key" WHARF_AUTH_TOKEN_HTPASSWD="$WORK/htpasswd"
-  echo "round $r: direct ${direct[-1]} s, cold ${cold[-1]} s, warm ${warm[-1]} s, upstream down ${down[-1]} s"
+  echo "round $r done"
 done
-printf '\n| podman pull of the image (median of %s) | seconds |\n|---|---:|\n' "$ROUNDS"
-printf '| directly from the upstream | %s |\n' "$(printf '%s\n' "${direct[@]}" | median)"
-printf '| through the cache, cold | %s |\n' "$(printf '%s\n' "${cold[@]}" | median)"
-printf '| through the cache, warm | %s |\n' "$(printf '%s\n' "${warm[@]}" | median)"
-printf '| through the cache, warm, upstream stopped | %s |\n' "$(printf '%s\n' "${down[@]}" | median)"
+label() {
+  case $1 in
+    direct) echo "directly from the upstream (token auth)" ;;
+    cold) echo "through the cache, cold" ;;
+    warm) echo "through the cache, warm" ;;
+    down) echo "through the cache, warm, upstream stopped" ;;
+  esac
+}
+printf '\n| ~100 MB image, median of %s rounds | podman pull (s) | curl manifest + blobs (s) |\n|---|---:|---:|\n' "$ROUNDS"
+for row in "${rows[@]}"; do
+  # shellcheck disable=SC2086 # the lists are space-separated numbers
+  printf '| %s | %.2f | %.2f |\n' "$(label "$row")" \
+    "$(printf '%s\n' ${podman_t[$row]} | median)" "$(printf '%s\n' ${curl_t[$row]} | median)"
+done
