@@ -15,15 +15,20 @@ pub fn effective_config(config: &Config) -> String {
 }
 
 fn redact(v: &mut toml::Value) {
-    if let toml::Value::Table(t) = v {
-        for (k, v) in t.iter_mut() {
-            let secret = ["secret", "password"].iter().any(|s| k.contains(s));
-            if secret && v.as_str().is_some_and(|s| !s.is_empty()) {
-                *v = toml::Value::String("<redacted>".into());
-            } else {
-                redact(v);
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let secret = ["secret", "password"].iter().any(|s| k.contains(s));
+                if secret && v.as_str().is_some_and(|s| !s.is_empty()) {
+                    *v = toml::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
             }
         }
+        // `[[proxy.upstream]]` entries carry passwords too.
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
     }
 }
 

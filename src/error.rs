@@ -64,6 +64,13 @@ pub enum Error {
     /// A token endpoint request that cannot be served (unknown grant type, missing fields).
     #[error("invalid token request: {0}")]
     TokenRequestInvalid(String),
+    /// Pull-through cache: the upstream registry failed, could not be reached, or sent content
+    /// that does not match its digest.
+    #[error("upstream registry: {0}")]
+    Upstream(String),
+    /// Pull-through cache: the upstream rate-limits us (429) and nothing is cached.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -92,6 +99,8 @@ impl Error {
             | Error::TokenRequestInvalid(_) => "UNSUPPORTED",
             Error::Unauthorized { .. } => "UNAUTHORIZED",
             Error::Denied { .. } => "DENIED",
+            Error::Upstream(_) => "UNAVAILABLE",
+            Error::TooManyRequests(_) => "TOOMANYREQUESTS",
             Error::Internal(_) => "UNKNOWN",
         }
     }
@@ -110,6 +119,8 @@ impl Error {
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied { .. } => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }

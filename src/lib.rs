@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod shutdown;

@@ -98,8 +98,12 @@ pub async fn serve(
         Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
         _ => None,
     };
+    let proxy = crate::proxy::Proxy::from_config(&config.proxy, readonly)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
     let app = Arc::new(App {
-        registry: registry_for(&config, &store),
+        registry: Arc::new(registry_for(&config, &store)),
+        proxy,
         readonly,
         auth,
     });
@@ -111,6 +115,7 @@ pub async fn serve(
         delete_enabled = config.storage.delete.enabled,
         readonly,
         auth = app.auth.describe(),
+        proxy = app.proxy.as_ref().map_or_else(|| "off".to_owned(), |p| p.describe()),
         tls = tls.as_ref().map_or("off", |t| if t.client_auth() { "on, client certificates required" } else { "on" }),
         "listening"
     );

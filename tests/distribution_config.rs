@@ -34,7 +34,8 @@ health:
     interval: 10s
     threshold: 3
 proxy:
-  remoteurl: https://registry-1.docker.io
+  exec:
+    command: docker-credential-helper
 {extra}",
         root.display()
     )
@@ -48,7 +49,7 @@ async fn serve_takes_a_registry2_config_yml() {
     std::fs::write(&file, yaml(&root, "")).unwrap();
     let p = Proc::start(&["serve", file.to_str().unwrap()], &[]);
     let logs = p.logs().join("\n");
-    for key in ["http.frobnicate", "proxy", "log.fields"] {
+    for key in ["http.frobnicate", "proxy.exec", "log.fields"] {
         assert!(
             logs.lines().any(|l| l.contains("WARN") && l.contains(key)),
             "no warning names {key}:\n{logs}"

@@ -102,9 +102,13 @@ const RULES: &[(&str, Class)] = &[
     ("auth.token.*", Required("token authentication")),
     ("notifications", Ignored("webhook notifications are not sent")),
     ("redis", Ignored("Wharf needs no Redis: its caches are in memory")),
+    ("proxy.remoteurl", Same),
+    ("proxy.username", Same),
+    ("proxy.password", Same),
+    ("proxy.ttl", Same),
     (
-        "proxy",
-        Ignored("Wharf has no pull-through cache: it serves what was pushed to it, as a plain registry"),
+        "proxy.exec",
+        Ignored("upstream credentials come from proxy.username and proxy.password only"),
     ),
     ("health.storagedriver.enabled", Same),
     ("health.storagedriver.interval", Same),
@@ -406,11 +410,21 @@ health:
     #[test]
     fn unknown_and_unsupported_keys_are_named() {
         let (tree, notes) = translate(
-            "version: 0.1\nhttp:\n  addr: :5000\n  adress: x\n  prefix: /r/\nproxy:\n  remoteurl: https://registry-1.docker.io\nnotifications:\n  endpoints: []\nfrobnicate: 1\n",
+            "version: 0.1\nhttp:\n  addr: :5000\n  adress: x\n  prefix: /r/\nproxy:\n  remoteurl: https://registry-1.docker.io\n  exec:\n    command: x\nnotifications:\n  endpoints: []\nfrobnicate: 1\n",
         );
         let tree = tree.unwrap();
         assert!(tree["http"].get("adress").is_none());
-        for key in ["http.adress", "http.prefix", "proxy", "notifications", "frobnicate"] {
+        assert_eq!(
+            tree["proxy"]["remoteurl"].as_str(),
+            Some("https://registry-1.docker.io")
+        );
+        for key in [
+            "http.adress",
+            "http.prefix",
+            "proxy.exec",
+            "notifications",
+            "frobnicate",
+        ] {
             assert!(notes.iter().any(|n| n.contains(key)), "{key} not named in {notes:?}");
         }
         assert!(!notes.iter().any(|n| n.contains("http.addr")), "{notes:?}");
@@ -463,10 +477,10 @@ health:
     #[test]
     fn env_keys_wharf_lacks() {
         assert!(missing_env_key("REGISTRY_AUTH_FILE", "auth.file").unwrap().is_none());
-        let n = missing_env_key("REGISTRY_PROXY_REMOTEURL", "proxy.remoteurl")
+        let n = missing_env_key("REGISTRY_PROXY_EXEC_COMMAND", "proxy.exec.command")
             .unwrap()
             .unwrap();
-        assert!(n.warning && n.message.contains("pull-through"), "{}", n.message);
+        assert!(n.warning && n.message.contains("proxy.username"), "{}", n.message);
         let n = missing_env_key("REGISTRY_HTTP_SECRET", "http.secret").unwrap().unwrap();
         assert!(!n.warning);
         assert!(missing_env_key("REGISTRY_STORAGE_AZURE_ACCOUNTNAME", "storage.azure.accountname").is_err());

@@ -478,6 +478,50 @@ mod tests {
     }
 
     #[test]
+    fn proxy_keys() {
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+                ("REGISTRY_PROXY_USERNAME", "me"),
+                ("REGISTRY_PROXY_PASSWORD", "pw"),
+                ("REGISTRY_PROXY_TTL", "10m"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.proxy.enabled());
+        assert_eq!(
+            (
+                c.proxy.remoteurl.as_str(),
+                c.proxy.username.as_str(),
+                c.proxy.ttl.as_str()
+            ),
+            ("https://registry-1.docker.io", "me", "10m")
+        );
+        assert!(!load(None, &[]).unwrap().proxy.enabled());
+        let e = load(None, &env(&[("REGISTRY_PROXY_REMOTEURL", "registry-1.docker.io")])).unwrap_err();
+        assert_eq!(e.key, "proxy.remoteurl");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let upstream = |prefix: &str| format!("[[proxy.upstream]]\nprefix = \"{prefix}\"\nurl = \"https://quay.io\"\n");
+        std::fs::write(&f, upstream("quay/") + &upstream("hub/")).unwrap();
+        assert_eq!(load(Some(&f), &[]).unwrap().proxy.upstream.len(), 2);
+        for (bad, key) in [
+            (upstream("quay"), "proxy.upstream[0].prefix"),
+            (upstream("Quay/"), "proxy.upstream[0].prefix"),
+            (upstream("a/") + &upstream("a/b/"), "proxy.upstream[1].prefix"),
+            (
+                upstream("a/").replace("https://quay.io", "quay.io"),
+                "proxy.upstream[0].url",
+            ),
+            (upstream("a/") + "ttl = \"soon\"\n", "proxy.upstream[0].ttl"),
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            assert_eq!(load(Some(&f), &[]).unwrap_err().key, key);
+        }
+    }
+
+    #[test]
     fn file_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

@@ -25,6 +25,111 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub health: HealthConfig,
+    /// Pull-through cache: `remoteurl` (every repository mirrors one upstream, as registry:2) or
+    /// `[[proxy.upstream]]` entries (repositories under a prefix mirror an upstream each).
+    pub proxy: ProxyConfig,
+}
+
+/// `proxy`: Distribution's single-upstream keys, plus Wharf's several upstreams by prefix.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The upstream of every repository (registry:2's `proxy.remoteurl`); pushes are refused.
+    pub remoteurl: String,
+    pub username: String,
+    pub password: String,
+    /// How long a cached tag is served before it is checked upstream again (a HEAD). Digests
+    /// never expire.
+    pub ttl: String,
+    /// PEM CA certificates trusted for the upstream(s), beside the system's.
+    pub cabundle: String,
+    /// Upstreams by repository prefix (`dockerhub/` -> https://registry-1.docker.io).
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            remoteurl: String::new(),
+            username: String::new(),
+            password: String::new(),
+            ttl: "5m".into(),
+            cabundle: String::new(),
+            upstream: Vec::new(),
+        }
+    }
+}
+
+/// One `[[proxy.upstream]]`: repositories named `<prefix><rest>` mirror `<url>`'s `<rest>`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Ends with `/` (`dockerhub/`); stripped when forwarding.
+    pub prefix: String,
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// The tag TTL for this upstream (default: `proxy.ttl`).
+    pub ttl: String,
+    /// PEM CA certificates for this upstream (default: `proxy.cabundle`).
+    pub cabundle: String,
+}
+
+impl ProxyConfig {
+    pub fn enabled(&self) -> bool {
+        !self.remoteurl.is_empty() || !self.upstream.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        parse_duration(&self.ttl).map_err(|e| ("proxy.ttl".to_owned(), e))?;
+        if !self.remoteurl.is_empty() {
+            if !url_ok(&self.remoteurl) {
+                return Err((
+                    "proxy.remoteurl".into(),
+                    format!("{:?} must start with http:// or https://", self.remoteurl),
+                ));
+            }
+            if !self.upstream.is_empty() {
+                return Err((
+                    "proxy.upstream".into(),
+                    "use proxy.remoteurl (every repository) or [[proxy.upstream]] (by prefix), not both".into(),
+                ));
+            }
+        }
+        for (i, u) in self.upstream.iter().enumerate() {
+            let key = |k: &str| format!("proxy.upstream[{i}].{k}");
+            let p = u.prefix.trim_end_matches('/');
+            if u.prefix.is_empty() || !u.prefix.ends_with('/') || crate::registry::names::RepoName::parse(p).is_err() {
+                return Err((
+                    key("prefix"),
+                    format!(
+                        "{:?} must be a repository name followed by / (e.g. \"dockerhub/\")",
+                        u.prefix
+                    ),
+                ));
+            }
+            if !url_ok(&u.url) {
+                return Err((key("url"), format!("{:?} must start with http:// or https://", u.url)));
+            }
+            if !u.ttl.is_empty() {
+                parse_duration(&u.ttl).map_err(|e| (key("ttl"), e))?;
+            }
+            if let Some(j) = self.upstream[..i]
+                .iter()
+                .position(|o| o.prefix.starts_with(&u.prefix) || u.prefix.starts_with(&o.prefix))
+            {
+                return Err((
+                    key("prefix"),
+                    format!(
+                        "{:?} overlaps proxy.upstream[{j}].prefix {:?}",
+                        u.prefix, self.upstream[j].prefix
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -319,6 +424,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             health: HealthConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -438,6 +544,7 @@ impl Config {
             return Err(("storage.filesystem.rootdirectory".into(), "must not be empty".into()));
         }
         self.validate_tls()?;
+        self.proxy.validate()?;
         self.validate_auth()
     }
 

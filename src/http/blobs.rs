@@ -7,17 +7,38 @@ use axum::response::{IntoResponse, Response};
 use super::headers::{RangeRequest, parse_range};
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::proxy::BlobAnswer;
 use crate::registry::digest::Digest;
 use crate::registry::names::RepoName;
 
 pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMap, head: bool) -> Result<Response> {
-    let info = app.registry.stat_blob(name, digest).await?;
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header("docker-content-digest", hv(&digest.to_string()))
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, hv(&format!("\"{digest}\"")))
         .header(header::CACHE_CONTROL, "max-age=31536000");
+    let info = match app.proxy.as_ref().and_then(|p| Some((p, p.route(name)?))) {
+        None => app.registry.stat_blob(name, digest).await?,
+        Some((proxy, target)) => {
+            let whole = !headers.contains_key(header::RANGE);
+            match proxy.blob(&app.registry, &target, name, digest, head, whole).await? {
+                BlobAnswer::Stored(info) => info,
+                BlobAnswer::Remote { size } => {
+                    if let Some(size) = size {
+                        resp = resp.header(header::CONTENT_LENGTH, size);
+                    }
+                    return Ok(resp.body(Body::empty()).expect("valid response"));
+                }
+                BlobAnswer::Streaming { size, body } => {
+                    if let Some(size) = size {
+                        resp = resp.header(header::CONTENT_LENGTH, size);
+                    }
+                    return Ok(resp.body(Body::from_stream(body)).expect("valid response"));
+                }
+            }
+        }
+    };
     if head {
         resp = resp.header(header::CONTENT_LENGTH, info.size);
         return Ok(resp.body(Body::empty()).expect("valid response"));

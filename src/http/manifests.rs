@@ -8,6 +8,7 @@ use futures::StreamExt;
 use super::route::Reference;
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::proxy::{ManifestRef, warning_header};
 use crate::registry::names::{RepoName, Tag};
 
 /// Manifests larger than this are refused with 413 (as Distribution's 4 MiB default).
@@ -20,16 +21,36 @@ pub async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
-    let digest = match reference {
-        Reference::Digest(d) => d.clone(),
-        Reference::Tag(t) => app.registry.resolve_tag(name, t).await?,
+    let (m, warning) = match app.proxy.as_ref().and_then(|p| Some((p, p.route(name)?))) {
+        Some((proxy, target)) => {
+            let r = match reference {
+                Reference::Digest(d) => ManifestRef::Digest(d),
+                Reference::Tag(t) => ManifestRef::Tag(t),
+            };
+            let accept: Vec<&str> = headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let a = proxy.manifest(&app.registry, &target, name, r, &accept).await?;
+            (a.manifest, a.warning)
+        }
+        None => {
+            let digest = match reference {
+                Reference::Digest(d) => d.clone(),
+                Reference::Tag(t) => app.registry.resolve_tag(name, t).await?,
+            };
+            (app.registry.get_manifest(name, &digest).await?, None)
+        }
     };
-    let m = app.registry.get_manifest(name, &digest).await?;
     let etag = format!("\"{}\"", m.digest);
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))
         .header("docker-content-digest", hv(&m.digest.to_string()))
         .header(header::ETAG, hv(&etag));
+    if let Some(w) = warning {
+        resp = resp.header(header::WARNING, hv(&warning_header(&w)));
+    }
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

@@ -30,7 +30,9 @@ use crate::registry::{BodyStream, Registry};
 use route::V2Route;
 
 pub struct App {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    /// Pull-through cache: the upstreams cached repositories mirror.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
     /// `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
     pub readonly: bool,
     pub auth: Auth,
@@ -115,6 +117,13 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         return Err(Error::Unsupported(
             "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
         ));
+    }
+    // A cached repository takes no writes: its content is the upstream's.
+    if let (Some(proxy), Some(name)) = (&app.proxy, route.name())
+        && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && let Some(target) = proxy.route(name)
+    {
+        return Err(proxy.refuse_write(&target));
     }
     let (parts, body) = req.into_parts();
     let h = &parts.headers;

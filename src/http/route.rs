@@ -54,6 +54,19 @@ impl V2Route {
 }
 
 impl V2Route {
+    /// The repository the request is about, if any.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            V2Route::Base | V2Route::Catalog => None,
+            V2Route::Tags { name }
+            | V2Route::Manifest { name, .. }
+            | V2Route::Blob { name, .. }
+            | V2Route::UploadStart { name }
+            | V2Route::Upload { name, .. }
+            | V2Route::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// The accesses a request needs (Distribution's `appendAccessRecords`): reads need `pull`,
     /// writes `pull` and `push`, deletes `delete`, the catalog `registry:catalog:*`, and `/v2/`
     /// nothing but an authenticated caller. A mount's source is checked by the handler, which

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -310,29 +311,89 @@ impl Registry {
             return Err(Error::ManifestBlobUnknown(missing));
         }
 
+        self.store_manifest(repo, tags, &digest, &info, bytes).await?;
+        Ok(PutOutcome {
+            digest,
+            subject: info.subject,
+        })
+    }
+
+    /// Write a verified manifest: bytes, revision link, referrer entry, tags.
+    async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        digest: &Digest,
+        info: &ManifestInfo,
+        bytes: Bytes,
+    ) -> Result<()> {
         // Order (invariant I3): bytes, revision link, referrer entry, tag.
-        let data = paths::blob_data(&digest);
-        if self.stat_cas(&digest).await?.is_none() {
+        let data = paths::blob_data(digest);
+        if self.stat_cas(digest).await?.is_none() {
             self.driver.put_content(&data, bytes).await?;
         }
-        self.write_link(&paths::revision_link(repo, &digest), &digest).await?;
+        self.write_link(&paths::revision_link(repo, digest), digest).await?;
         if let Some(subject) = &info.subject {
-            self.write_link(&paths::referrer_link(repo, subject, &digest), &digest)
+            self.write_link(&paths::referrer_link(repo, subject, digest), digest)
                 .await?;
         }
         if !tags.is_empty() {
             let _g = self.repo_lock(repo).await;
             self.tag_index.invalidate(repo);
             for tag in tags {
-                self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
+                self.write_link(&paths::tag_index_link(repo, tag, digest), digest)
                     .await?;
-                self.write_link(&paths::tag_current(repo, tag), &digest).await?;
+                self.write_link(&paths::tag_current(repo, tag), digest).await?;
             }
         }
-        Ok(PutOutcome {
+        Ok(())
+    }
+
+    /// Pull-through cache: store a manifest fetched from an upstream (whose digest the caller
+    /// verified), under `tag` if given. Unlike a push, the blobs it names need not be here
+    /// yet: they are fetched when a client asks for them.
+    pub(crate) async fn cache_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digest: &Digest,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let info = parse_manifest(&bytes, content_type)?;
+        self.check_gc_lock().await?;
+        self.store_manifest(
+            repo,
+            tag.map(std::slice::from_ref).unwrap_or_default(),
             digest,
-            subject: info.subject,
-        })
+            &info,
+            bytes,
+        )
+        .await
+    }
+
+    /// A tag and when its link was last written: for a pull-through cache, when the tag was
+    /// last found current upstream ([`Registry::touch_tag`]).
+    pub(crate) async fn tag_with_time(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, SystemTime)>> {
+        let link = paths::tag_current(repo, tag);
+        let Some(d) = self.read_link(&link).await? else {
+            return Ok(None);
+        };
+        match self.driver.stat(&link).await {
+            Ok(fi) => Ok(Some((d, fi.modified))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rewrite a tag's link unchanged, recording that the upstream still has it there.
+    pub(crate) async fn touch_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> Result<()> {
+        let _g = self.repo_lock(repo).await;
+        // Only if no newer answer moved the tag meanwhile.
+        if self.read_link(&paths::tag_current(repo, tag)).await?.as_ref() == Some(d) {
+            self.write_link(&paths::tag_current(repo, tag), d).await?;
+        }
+        Ok(())
     }
 
     /// Delete a manifest and every tag pointing at it. Its bytes stay until garbage collection.

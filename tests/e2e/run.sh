@@ -3,7 +3,8 @@
 # clients against it (clients.sh), then garbage collection as users run it: two images pushed,
 # one deleted by digest with curl, GC with --dry-run then for real while the server is read-only,
 # the other image pulled with podman and its digest compared; then auth.sh (htpasswd and token
-# auth over TLS with podman and skopeo).
+# auth over TLS with podman and skopeo), then proxy.sh (podman through a pull-through cache of a
+# Wharf that requires bearer tokens).
 # the other image pulled with podman and its digest compared. Then a real Docker engine:
 # tests/e2e/docker.sh (docker build/push/pull/manifest/login, Wharf's image built, pushed, pulled
 # and run) and tests/e2e/seeds.sh (the seeds' registry:2 labs against that image).
@@ -108,6 +109,8 @@ stop_wharf
 
 echo "== authentication and TLS with real clients (tests/e2e/auth.sh)"
 bash "$ROOT/tests/e2e/auth.sh" || exit 1
+echo "== pull-through cache with podman, the upstream requiring tokens (tests/e2e/proxy.sh)"
+WHARF_BIN=$WHARF bash "$ROOT/tests/e2e/proxy.sh" || exit 1
 
 # A real Docker engine (issue 8): its flows and the image build check against this Wharf, then
 # the seeds' registry:2 labs against the image it built and pulled back.
