@@ -186,6 +186,11 @@ async fn catalog_lists_repositories_with_pagination() {
     let (paged, pages) = follow(&s, "/v2/_catalog?n=2", "repositories").await;
     assert_eq!(paged, listed);
     assert_eq!(pages, 3);
+    // every page size walks the same list (pages end inside and between subtrees)
+    for n in 1..=6 {
+        let (paged, _) = follow(&s, &format!("/v2/_catalog?n={n}"), "repositories").await;
+        assert_eq!(paged, listed, "n={n}");
+    }
     let (_, link, body) = get_json(&s, "/v2/_catalog?n=0").await;
     assert!(strings(&body["repositories"]).is_empty() && link.is_none());
     let (_, _, body) = get_json(&s, "/v2/_catalog?last=alpha/two").await;

@@ -103,16 +103,22 @@ impl Registry {
         let last: Option<Vec<&str>> = last.map(|l| l.split('/').collect());
         let want = n.map(|n| n.saturating_add(1));
         let mut repos = Vec::new();
-        // (directory, repository name so far); popped in path order
-        let mut stack: Vec<(StoragePath, String)> = vec![(paths::repositories(), String::new())];
-        while let Some((dir, name)) = stack.pop() {
+        // (directory, repository name so far, its entries when already listed); popped in path
+        // order. A directory's children are listed in one batch (`list_many`), as many as the
+        // page can still take, so a page costs a few driver calls, not one per repository.
+        let mut stack: Vec<(StoragePath, String, Option<Vec<String>>)> =
+            vec![(paths::repositories(), String::new(), None)];
+        while let Some((dir, name, listed)) = stack.pop() {
             if want.is_some_and(|w| repos.len() >= w) {
                 break;
             }
-            let mut children = match self.driver.list(&dir).await {
-                Ok(c) => c,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
+            let mut children = match listed {
+                Some(c) => c,
+                None => match self.driver.list(&dir).await {
+                    Ok(c) => c,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                },
             };
             let after_last = last
                 .as_ref()
@@ -122,7 +128,8 @@ impl Registry {
             }
             children.retain(|c| !c.starts_with('_'));
             children.sort();
-            for c in children.into_iter().rev() {
+            let mut next: Vec<(StoragePath, String)> = Vec::new();
+            for c in children {
                 let child = if name.is_empty() {
                     c.clone()
                 } else {
@@ -141,7 +148,23 @@ impl Registry {
                         continue;
                     }
                 }
-                stack.push((dir.join(&c), child));
+                next.push((dir.join(&c), child));
+            }
+            let batch = want
+                .map_or(next.len(), |w| w.saturating_sub(repos.len()))
+                .min(next.len());
+            let paths: Vec<StoragePath> = next[..batch].iter().map(|(p, _)| p.clone()).collect();
+            let listings = self.driver.list_many(&paths).await;
+            let unlisted = next.split_off(batch);
+            for (p, child) in unlisted.into_iter().rev() {
+                stack.push((p, child, None));
+            }
+            for ((p, child), listing) in next.into_iter().zip(listings).rev() {
+                match listing {
+                    Ok(entries) => stack.push((p, child, Some(entries))),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let more = n.is_some_and(|n| n > 0 && repos.len() > n);

@@ -192,19 +192,21 @@ impl Driver for FsDriver {
     async fn list(&self, p: &StoragePath) -> Result<Vec<String>, DriverError> {
         let full = self.full(p);
         let path = p.clone();
-        self.blocking(move |_| {
-            let mut names = Vec::new();
-            for entry in fs::read_dir(&full).map_err(|e| map_err(&path, &full, e))? {
-                let entry = entry.map_err(|e| DriverError::io(full.display(), e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.contains(".tmp-") {
-                    names.push(name);
-                }
-            }
-            names.sort();
-            Ok(names)
-        })
-        .await
+        self.blocking(move |_| list_dir(&path, &full)).await
+    }
+
+    async fn list_many(&self, ps: &[StoragePath]) -> Vec<Result<Vec<String>, DriverError>> {
+        let dirs: Vec<(StoragePath, PathBuf)> = ps.iter().map(|p| (p.clone(), self.full(p))).collect();
+        let n = dirs.len();
+        match self
+            .blocking(move |_| Ok(dirs.iter().map(|(p, full)| list_dir(p, full)).collect()))
+            .await
+        {
+            Ok(all) => all,
+            Err(e) => (0..n)
+                .map(|_| Err(DriverError::io("blocking task", io::Error::other(e.to_string()))))
+                .collect(),
+        }
     }
 
     async fn reader(&self, p: &StoragePath, range: Option<(u64, u64)>) -> Result<ByteStream, DriverError> {
@@ -340,6 +342,20 @@ impl Driver for FsDriver {
         })
         .await
     }
+}
+
+/// A directory's entries, sorted, without the temporary files of writes in progress.
+fn list_dir(path: &StoragePath, full: &Path) -> Result<Vec<String>, DriverError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(full).map_err(|e| map_err(path, full, e))? {
+        let entry = entry.map_err(|e| DriverError::io(full.display(), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.contains(".tmp-") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Map `[window_start, window_end)` and hand out the part from `pos`. The mapping is owned by
