@@ -142,6 +142,15 @@ impl RepoGraph {
     }
 }
 
+/// A duration as the configuration writes ages: whole hours ("744h") from an hour on.
+fn in_hours(d: Duration) -> String {
+    if d >= Duration::from_secs(3600) {
+        format!("{}h", d.as_secs() / 3600)
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
 /// Tags eviction removes, with what they pointed at, by repository.
 type EvictedTags = BTreeMap<RepoName, Vec<(String, Digest)>>;
 
@@ -515,7 +524,7 @@ impl Registry {
             };
             let age = Duration::from_secs(ev.age(e.used).as_secs());
             let why = match reason {
-                EvictReason::Age => format!("older than {}", humantime::format_duration(e.limit.unwrap_or_default())),
+                EvictReason::Age => format!("older than {}", in_hours(e.limit.unwrap_or_default())),
                 EvictReason::Size => "least recently used, over proxy.maxsize".to_owned(),
             };
             let name = match &e.tag {
@@ -524,7 +533,7 @@ impl Registry {
             };
             log(format!(
                 "{name} {verb}: last fetched or revalidated {} ago, {why}",
-                humantime::format_duration(age)
+                in_hours(age)
             ));
             if let Some(tag) = &e.tag {
                 g.manifests.tags.remove(tag);
