@@ -65,6 +65,13 @@ fn tag_link(s: &Server, repo: &str, tag: &str) -> PathBuf {
     v2(s).join(format!("repositories/{repo}/_manifests/tags/{tag}/current/link"))
 }
 
+fn revision_link(s: &Server, repo: &str, d: &str) -> PathBuf {
+    v2(s).join(format!(
+        "repositories/{repo}/_manifests/revisions/sha256/{}/link",
+        d.strip_prefix("sha256:").unwrap()
+    ))
+}
+
 /// Every blob of the image (manifest included) is in the store, or none is.
 fn stored(s: &Server, img: &Pulled) -> Vec<bool> {
     std::iter::once(&img.digest)
@@ -116,10 +123,18 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_are_untouched() {
     let up = Server::start();
     let upstream = up.url("");
-    for (repo, seed) in [("lib/old", 1), ("lib/fresh", 2)] {
-        push_image(&client(), &upstream, repo, "v1", &Cred::None, seed)
-            .await
-            .unwrap();
+    let mut digests = Vec::new();
+    for (repo, seed) in [
+        ("lib/old", 1),
+        ("lib/fresh", 2),
+        ("lib/pinned", 4),
+        ("lib/stale-pin", 5),
+    ] {
+        digests.push(
+            push_image(&client(), &upstream, repo, "v1", &Cred::None, seed)
+                .await
+                .unwrap(),
+        );
     }
     let mut cache = Server::start_with(
         &format!("[[proxy.upstream]]\nprefix = \"up/\"\nurl = \"{upstream}\"\nevictafter = \"720h\"\n"),
@@ -128,6 +143,9 @@ async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_ar
     let base = cache.url("");
     let old = pull(&base, "up/lib/old", "v1").await;
     let fresh = pull(&base, "up/lib/fresh", "v1").await;
+    // Pulled by digest only (no tag in the cache): the revision link's age counts.
+    let pinned = pull(&base, "up/lib/pinned", &digests[2]).await;
+    let stale_pin = pull(&base, "up/lib/stale-pin", &digests[3]).await;
     // An ordinary repository beside the cache, with a tag as old as the evicted one.
     push_image(&client(), &base, "local/app", "v1", &Cred::None, 3)
         .await
@@ -137,12 +155,23 @@ async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_ar
     age_tag(&cache, "up/lib/old", "v1", 31 * DAY);
     age_tag(&cache, "local/app", "v1", 31 * DAY);
     age_tag(&cache, "up/lib/fresh", "v1", 29 * DAY);
+    std::fs::File::options()
+        .write(true)
+        .open(revision_link(&cache, "up/lib/stale-pin", &stale_pin.digest))
+        .unwrap()
+        .set_modified(SystemTime::now() - 40 * DAY)
+        .unwrap();
 
     // A dry run says what would go, and removes nothing.
     let out = gc(&cache, &["--dry-run"]);
-    assert_eq!(evictions(&out, "eligible for eviction"), vec!["up/lib/old:v1"], "{out}");
+    let stale_name = format!("up/lib/stale-pin@{}", stale_pin.digest);
+    assert_eq!(
+        evictions(&out, "eligible for eviction"),
+        vec!["up/lib/old:v1", stale_name.as_str()],
+        "{out}"
+    );
     assert!(
-        out.contains("1 cached entries eligible for eviction (1 by age, 0 by size)"),
+        out.contains("2 cached entries eligible for eviction (2 by age, 0 by size)"),
         "{out}"
     );
     assert!(
@@ -153,8 +182,21 @@ async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_ar
     assert_eq!(stored(&cache, &old), vec![true; 3]);
 
     let out = gc(&cache, &[]);
-    assert_eq!(evictions(&out, "evicted"), vec!["up/lib/old:v1"], "{out}");
-    assert!(out.contains("last fetched or revalidated 744h ago, older than 720h"), "{out}");
+    assert_eq!(
+        evictions(&out, "evicted"),
+        vec!["up/lib/old:v1", stale_name.as_str()],
+        "{out}"
+    );
+    assert_eq!(stored(&cache, &stale_pin), vec![false; 3], "{out}");
+    assert_eq!(
+        stored(&cache, &pinned),
+        vec![true; 3],
+        "a recent pull by digest is kept"
+    );
+    assert!(
+        out.contains("last fetched or revalidated 744h ago, older than 720h"),
+        "{out}"
+    );
     assert!(!tag_link(&cache, "up/lib/old", "v1").exists(), "the tag is gone");
     assert_eq!(
         stored(&cache, &old),
@@ -162,12 +204,7 @@ async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_ar
         "its manifest and blobs are freed:\n{out}"
     );
     assert!(
-        !v2(&cache)
-            .join(format!(
-                "repositories/up/lib/old/_manifests/revisions/sha256/{}",
-                &old.digest[7..]
-            ))
-            .exists(),
+        !revision_link(&cache, "up/lib/old", &old.digest).exists(),
         "the untagged manifest left behind is swept"
     );
     assert_eq!(stored(&cache, &fresh), vec![true; 3]);
@@ -183,6 +220,11 @@ async fn old_cached_tags_are_evicted_with_their_blobs_and_pushed_repositories_ar
     cache.restart();
     let base = cache.url("");
     assert_eq!(pull(&base, "up/lib/fresh", "v1").await.digest, fresh.digest);
+    assert_eq!(pull(&base, "up/lib/pinned", &pinned.digest).await.digest, pinned.digest);
+    assert_eq!(
+        pull(&base, "up/lib/stale-pin", &stale_pin.digest).await.digest,
+        stale_pin.digest
+    );
     assert_eq!(pull(&base, "local/app", "v1").await.digest, local.digest);
     // The evicted image is fetched from the upstream again.
     assert_eq!(pull(&base, "up/lib/old", "v1").await.digest, old.digest);
