@@ -7,6 +7,10 @@
 //! the next run finishes the job: unkept manifests (their tags, referrer entries and revision
 //! links), layer links to blobs being removed, the blobs themselves, stale upload sessions.
 //! Nothing is removed when a manifest cannot be read: we never sweep without knowing what it uses.
+//!
+//! Pull-through cache eviction ([`GcOptions::evict`]): in cached repositories the roots are the
+//! entries (tags, and manifests cached by digest that no tag reaches) that neither age nor the
+//! size budget evicts; evicted tags are deleted at the start of the sweep.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
