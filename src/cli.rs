@@ -41,8 +41,10 @@ pub enum Command {
     ///
     /// Marks from every manifest of every repository (or, with --delete-untagged, from every
     /// tag) through index children, configs, layers and the referrers of kept manifests, then
-    /// removes what is unmarked. Refuses to run while a server writes to the same storage: stop
-    /// it or run it with storage.maintenance.readonly.enabled = true.
+    /// removes what is unmarked. On a pull-through cache, first evicts cached tags older than
+    /// proxy.evictafter, then the least recently used ones while the cache exceeds proxy.maxsize.
+    /// Refuses to run while a server writes to the same storage: stop it or run it with
+    /// storage.maintenance.readonly.enabled = true.
     #[command(name = "garbage-collect", visible_alias = "gc")]
     GarbageCollect {
         /// Configuration file (TOML), as for serve.

@@ -77,6 +77,7 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
                 delete_untagged,
                 upload_max_age,
                 sweep_before: None,
+                evict: wharf::proxy::Eviction::from_config(&config.proxy).map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(garbage_collect(config, opts, force))
@@ -150,5 +151,23 @@ async fn garbage_collect(
         report.layer_links.len(),
         report.uploads.len(),
     );
+    if opts.evict.is_some() {
+        let by = |r| report.evicted.iter().filter(|e| e.reason == r).count();
+        let verb = if opts.dry_run {
+            "eligible for eviction"
+        } else {
+            "evicted"
+        };
+        let mut line = format!(
+            "{} cached entries {verb} ({} by age, {} by size)",
+            report.evicted.len(),
+            by(wharf::registry::gc::EvictReason::Age),
+            by(wharf::registry::gc::EvictReason::Size),
+        );
+        if let Some((before, after)) = report.cache_bytes {
+            line += &format!("; cached content {before} bytes, {after} bytes after eviction (estimate)");
+        }
+        println!("{line}");
+    }
     Ok(())
 }

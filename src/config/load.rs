@@ -522,6 +522,43 @@ mod tests {
     }
 
     #[test]
+    fn proxy_eviction_keys() {
+        let c = load(
+            None,
+            &env(&[
+                ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+                ("REGISTRY_PROXY_EVICTAFTER", "720h"),
+                ("WHARF_PROXY_MAXSIZE", "50GiB"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.proxy.evictafter.as_str(), c.proxy.maxsize.as_str()),
+            ("720h", "50GiB")
+        );
+        assert_eq!(super::super::parse_size("50GiB"), Ok(50 << 30));
+        assert_eq!(super::super::parse_size("1.5 kB"), Ok(1500));
+        assert_eq!(super::super::parse_size("1048576"), Ok(1 << 20));
+        assert!(super::super::parse_size("lots").is_err());
+        let remote = ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io");
+        for (k, v, key) in [
+            ("REGISTRY_PROXY_EVICTAFTER", "a while", "proxy.evictafter"),
+            // Not above the TTL (5m): a tag in use could be evicted.
+            ("REGISTRY_PROXY_EVICTAFTER", "5m", "proxy.evictafter"),
+            ("REGISTRY_PROXY_MAXSIZE", "50 GiBs", "proxy.maxsize"),
+        ] {
+            assert_eq!(load(None, &env(&[remote, (k, v)])).unwrap_err().key, key, "{k}={v}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let up = "[[proxy.upstream]]\nprefix = \"a/\"\nurl = \"https://quay.io\"\nttl = \"2h\"\n";
+        std::fs::write(&f, format!("[proxy]\nevictafter = \"1h\"\n{up}")).unwrap();
+        assert_eq!(load(Some(&f), &[]).unwrap_err().key, "proxy.upstream[0].evictafter");
+        std::fs::write(&f, format!("[proxy]\nevictafter = \"1h\"\n{up}evictafter = \"off\"\n")).unwrap();
+        assert!(load(Some(&f), &[]).is_ok());
+    }
+
+    #[test]
     fn file_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

@@ -45,6 +45,12 @@ pub struct ProxyConfig {
     pub cabundle: String,
     /// Upstreams by repository prefix (`dockerhub/` -> https://registry-1.docker.io).
     pub upstream: Vec<UpstreamConfig>,
+    /// `garbage-collect` evicts cached tags not fetched, revalidated (or pulled after the TTL)
+    /// for this long (e.g. "720h"); empty: never by age. Must exceed the TTL.
+    pub evictafter: String,
+    /// `garbage-collect` evicts the least recently used cached tags while the cached
+    /// repositories' content exceeds this ("50GiB", "500MB", bytes); empty: no budget.
+    pub maxsize: String,
 }
 
 impl Default for ProxyConfig {
@@ -56,6 +62,8 @@ impl Default for ProxyConfig {
             ttl: "5m".into(),
             cabundle: String::new(),
             upstream: Vec::new(),
+            evictafter: String::new(),
+            maxsize: String::new(),
         }
     }
 }
@@ -73,6 +81,9 @@ pub struct UpstreamConfig {
     pub ttl: String,
     /// PEM CA certificates for this upstream (default: `proxy.cabundle`).
     pub cabundle: String,
+    /// Eviction by age for this upstream's repositories (default: `proxy.evictafter`; "off":
+    /// never).
+    pub evictafter: String,
 }
 
 impl ProxyConfig {
@@ -80,9 +91,35 @@ impl ProxyConfig {
         !self.remoteurl.is_empty() || !self.upstream.is_empty()
     }
 
+    /// The age after which a cached tag is evicted, given an `evictafter` value and the TTL of
+    /// its upstream: `None` for "" or "off". A tag in use is only refreshed once per TTL, so a
+    /// limit not above the TTL could evict tags in use: refused.
+    pub fn parse_evict_after(value: &str, ttl: std::time::Duration) -> Result<Option<std::time::Duration>, String> {
+        let v = value.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let d = parse_duration(v)?;
+        if d <= ttl {
+            return Err(format!(
+                "{v:?} must be longer than the tag TTL ({}): a tag in use is refreshed only once per TTL",
+                humantime::format_duration(ttl)
+            ));
+        }
+        Ok(Some(d))
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
-        parse_duration(&self.ttl).map_err(|e| ("proxy.ttl".to_owned(), e))?;
+        let ttl = parse_duration(&self.ttl).map_err(|e| ("proxy.ttl".to_owned(), e))?;
+        if !self.upstream.is_empty() || !self.remoteurl.is_empty() {
+            Self::parse_evict_after(&self.evictafter, ttl).map_err(|e| ("proxy.evictafter".to_owned(), e))?;
+        } else if !self.evictafter.trim().is_empty() {
+            parse_duration(&self.evictafter).map_err(|e| ("proxy.evictafter".to_owned(), e))?;
+        }
+        if !self.maxsize.trim().is_empty() {
+            parse_size(&self.maxsize).map_err(|e| ("proxy.maxsize".to_owned(), e))?;
+        }
         if !self.remoteurl.is_empty() {
             if !url_ok(&self.remoteurl) {
                 return Err((
@@ -112,9 +149,17 @@ impl ProxyConfig {
             if !url_ok(&u.url) {
                 return Err((key("url"), format!("{:?} must start with http:// or https://", u.url)));
             }
-            if !u.ttl.is_empty() {
-                parse_duration(&u.ttl).map_err(|e| (key("ttl"), e))?;
-            }
+            let u_ttl = if u.ttl.is_empty() {
+                ttl
+            } else {
+                parse_duration(&u.ttl).map_err(|e| (key("ttl"), e))?
+            };
+            let evict = if u.evictafter.is_empty() {
+                &self.evictafter
+            } else {
+                &u.evictafter
+            };
+            Self::parse_evict_after(evict, u_ttl).map_err(|e| (key("evictafter"), e))?;
             if let Some(j) = self.upstream[..i]
                 .iter()
                 .position(|o| o.prefix.starts_with(&u.prefix) || u.prefix.starts_with(&o.prefix))
@@ -394,6 +439,33 @@ impl UploadPurgingConfig {
     pub fn interval(&self) -> std::time::Duration {
         parse_duration(&self.interval).expect("validated")
     }
+}
+
+/// A size in bytes: a number, optionally followed by a unit: B, KB/MB/GB/TB (powers of 1000) or
+/// KiB/MiB/GiB/TiB (powers of 1024); K, M, G, T alone are binary. "50GiB", "1.5 TB", "1048576".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size {s:?} (examples: 50GiB, 500MB, 1048576)");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000u64.pow(2),
+        "gb" => 1000u64.pow(3),
+        "tb" => 1000u64.pow(4),
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// Durations as Distribution writes them: "168h", "10m", "1h30m", "45s".

@@ -7,8 +7,12 @@
 //! the next run finishes the job: unkept manifests (their tags, referrer entries and revision
 //! links), layer links to blobs being removed, the blobs themselves, stale upload sessions.
 //! Nothing is removed when a manifest cannot be read: we never sweep without knowing what it uses.
+//!
+//! Pull-through cache eviction ([`GcOptions::evict`]): in cached repositories the roots are the
+//! entries (tags, and manifests cached by digest that no tag reaches) that neither age nor the
+//! size budget evicts; evicted tags are deleted at the start of the sweep.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -18,6 +22,7 @@ use super::manifests::{ManifestInfo, parse_manifest};
 use super::names::{RepoName, Tag, UploadId};
 use super::{Registry, paths};
 use crate::error::{Error, Result};
+use crate::proxy::Eviction;
 use crate::storage::StoragePath;
 
 #[derive(Clone, Debug)]
@@ -29,6 +34,30 @@ pub struct GcOptions {
     /// Object stores, where replicas keep writing: blobs modified at or after this time are
     /// never removed (nor their layer links), since a push may be linking them right now.
     pub sweep_before: Option<SystemTime>,
+    /// Pull-through cache: evict cached tags by age or to fit a size budget (`proxy.evictafter`,
+    /// `proxy.maxsize`). Only the proxy's repositories are ever evicted from.
+    pub evict: Option<Eviction>,
+}
+
+/// Why a cached tag (or a manifest cached by digest) was evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictReason {
+    /// Older than `evictafter`.
+    Age,
+    /// Among the least recently used while the cache exceeded `maxsize`.
+    Size,
+}
+
+/// One evicted cache entry.
+#[derive(Clone, Debug)]
+pub struct Evicted {
+    pub repo: RepoName,
+    /// The tag, or `None` for a manifest cached by digest that no tag reached.
+    pub tag: Option<String>,
+    pub digest: Digest,
+    /// Since its link was last written (fetched, or found current upstream).
+    pub age: Duration,
+    pub reason: EvictReason,
 }
 
 /// What a run removed (or, in a dry run, would remove).
@@ -40,6 +69,10 @@ pub struct GcReport {
     pub layer_links: Vec<(RepoName, Digest)>,
     pub blobs: Vec<(Digest, u64)>,
     pub uploads: Vec<(RepoName, String)>,
+    pub evicted: Vec<Evicted>,
+    /// With `proxy.maxsize`: the estimated content of the cached repositories before and
+    /// after eviction by size (blobs that only cached repositories use, each counted once).
+    pub cache_bytes: Option<(u64, u64)>,
 }
 
 impl GcReport {
@@ -64,6 +97,77 @@ struct RepoMark {
 struct RepoManifests {
     revisions: BTreeSet<Digest>,
     tags: BTreeMap<String, Digest>,
+}
+
+/// A repository's manifests, parsed: what each one's subject is and what it uses.
+struct RepoGraph {
+    manifests: RepoManifests,
+    subjects: BTreeMap<Digest, Option<Digest>>,
+    /// Blobs (config, layers) and children (of an index) of each readable revision.
+    uses: BTreeMap<Digest, (Vec<Digest>, Vec<Digest>)>,
+}
+
+impl RepoGraph {
+    /// The roots when nothing is evicted: tagged manifests, and unless `delete_untagged` every
+    /// manifest without a subject.
+    fn default_roots(&self, delete_untagged: bool) -> Vec<Digest> {
+        let tagged: HashSet<&Digest> = self.manifests.tags.values().collect();
+        self.subjects
+            .iter()
+            .filter(|(d, subject)| tagged.contains(d) || (!delete_untagged && subject.is_none()))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// Manifests reached from `root` through index children, `root` included.
+    fn manifests_from(&self, root: &Digest, out: &mut HashSet<Digest>) {
+        let mut queue = vec![root.clone()];
+        while let Some(d) = queue.pop() {
+            if !out.insert(d.clone()) {
+                continue;
+            }
+            if let Some((_, children)) = self.uses.get(&d) {
+                queue.extend(children.iter().cloned());
+            }
+        }
+    }
+
+    /// Every blob `root` needs: its manifests, their configs and layers (not referrers).
+    fn blobs_from(&self, root: &Digest) -> HashSet<Digest> {
+        let mut manifests = HashSet::new();
+        self.manifests_from(root, &mut manifests);
+        let mut out = manifests.clone();
+        for m in &manifests {
+            if let Some((used, _)) = self.uses.get(m) {
+                out.extend(used.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// A duration as the configuration writes ages: whole hours ("744h") from an hour on.
+fn in_hours(d: Duration) -> String {
+    if d >= Duration::from_secs(3600) {
+        format!("{}h", d.as_secs() / 3600)
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
+/// Tags eviction removes, with what they pointed at, by repository.
+type EvictedTags = BTreeMap<RepoName, Vec<(String, Digest)>>;
+
+/// What a cached repository keeps and eviction may drop: a tag, or (without
+/// `--delete-untagged`) a manifest cached by digest that no tag reaches.
+struct CacheEntry {
+    graph: usize,
+    tag: Option<String>,
+    digest: Digest,
+    /// When its link was last written.
+    used: SystemTime,
+    limit: Option<Duration>,
+    evicted: Option<EvictReason>,
 }
 
 /// Test hook for crash tests: with `WHARF_FAILPOINT_GC_ABORT_AFTER=N`, the process aborts
@@ -220,6 +324,13 @@ impl Registry {
 
     /// Mark one repository: the manifests it keeps and the blobs they use.
     async fn mark_repo(&self, repo: &RepoName, delete_untagged: bool) -> Result<RepoMark> {
+        let graph = self.load_repo(repo).await?;
+        let roots = graph.default_roots(delete_untagged);
+        self.mark_from(repo, graph, roots).await
+    }
+
+    /// Read and parse a repository's manifests.
+    async fn load_repo(&self, repo: &RepoName) -> Result<RepoGraph> {
         let rm = self.repo_manifests(repo).await?;
         // Parse every revision once: subjects choose the roots, and an unreadable manifest stops
         // the run before anything is removed.
@@ -245,12 +356,22 @@ impl Registry {
             subjects.insert(d.clone(), info.subject);
             uses.insert(d, (info.blobs, info.children));
         }
-        let tagged: HashSet<&Digest> = rm.tags.values().collect();
-        let mut queue: Vec<Digest> = subjects
-            .iter()
-            .filter(|(d, subject)| tagged.contains(d) || (!delete_untagged && subject.is_none()))
-            .map(|(d, _)| d.clone())
-            .collect();
+        Ok(RepoGraph {
+            manifests: rm,
+            subjects,
+            uses,
+        })
+    }
+
+    /// Mark from `roots` (manifests whose bytes are missing are no roots): what is kept, and the
+    /// blobs it uses.
+    async fn mark_from(&self, repo: &RepoName, graph: RepoGraph, roots: Vec<Digest>) -> Result<RepoMark> {
+        let RepoGraph {
+            manifests: rm,
+            subjects,
+            uses,
+        } = graph;
+        let mut queue: Vec<Digest> = roots.into_iter().filter(|d| subjects.contains_key(d)).collect();
         let mut keep: HashSet<Digest> = HashSet::new();
         let mut blobs: HashSet<Digest> = HashSet::new();
         while let Some(d) = queue.pop() {
@@ -278,6 +399,162 @@ impl Registry {
             keep,
             blobs,
         })
+    }
+
+    /// Choose what eviction drops from the cached repositories' `graphs`, and return each one's
+    /// roots (what it keeps), and the evicted tags, which leave the graphs for the sweep to
+    /// delete. `pinned` holds the blobs ordinary repositories keep: they count in no budget.
+    async fn plan_eviction(
+        &self,
+        ev: &Eviction,
+        graphs: &mut [(RepoName, RepoGraph)],
+        pinned: &HashSet<Digest>,
+        opts: &GcOptions,
+        report: &mut GcReport,
+        log: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(Vec<Vec<Digest>>, EvictedTags)> {
+        // Entries: every tag, and the manifests cached by digest that no tag reaches.
+        let mut wanted: Vec<(usize, Option<String>, Digest, StoragePath)> = Vec::new();
+        for (i, (repo, g)) in graphs.iter().enumerate() {
+            let mut reached = HashSet::new();
+            for (tag, d) in &g.manifests.tags {
+                let Some(t) = Tag::parse(tag) else { continue };
+                g.manifests_from(d, &mut reached);
+                wanted.push((i, Some(tag.clone()), d.clone(), paths::tag_current(repo, &t)));
+            }
+            if !opts.delete_untagged {
+                for (d, subject) in &g.subjects {
+                    if subject.is_none() && !reached.contains(d) {
+                        wanted.push((i, None, d.clone(), paths::revision_link(repo, d)));
+                    }
+                }
+            }
+        }
+        let mut entries: Vec<CacheEntry> = stream::iter(wanted)
+            .map(|(graph, tag, digest, link)| async move {
+                let used = match self.driver.stat(&link).await {
+                    Ok(fi) => fi.modified,
+                    // Gone since it was listed: treat as just used (it is not ours to judge).
+                    Err(e) if e.is_not_found() => ev.now,
+                    Err(e) => return Err(Error::from(e)),
+                };
+                Ok::<_, Error>(CacheEntry {
+                    graph,
+                    tag,
+                    digest,
+                    used,
+                    limit: None,
+                    evicted: None,
+                })
+            })
+            .buffered(IO_PARALLEL)
+            .try_collect()
+            .await?;
+        for e in &mut entries {
+            e.limit = ev.cached(&graphs[e.graph].0).flatten();
+            if e.limit.is_some_and(|limit| ev.age(e.used) > limit) {
+                e.evicted = Some(EvictReason::Age);
+            }
+        }
+
+        // The budget: blobs that only cached repositories use, each counted once. Evict the least
+        // recently used entries while the entries kept need more than the budget.
+        if let Some(budget) = ev.max_size {
+            let needs: Vec<Vec<Digest>> = entries
+                .iter()
+                .map(|e| {
+                    let g = &graphs[e.graph].1;
+                    g.blobs_from(&e.digest)
+                        .into_iter()
+                        .filter(|b| !pinned.contains(b))
+                        .collect()
+                })
+                .collect();
+            let distinct: BTreeSet<&Digest> = needs.iter().flatten().collect();
+            let sizes: HashMap<Digest, u64> = stream::iter(distinct)
+                .map(|d| async move {
+                    match self.driver.stat(&paths::blob_data(d)).await {
+                        Ok(fi) => Ok((d.clone(), fi.size)),
+                        Err(e) if e.is_not_found() => Ok((d.clone(), 0)),
+                        Err(e) => Err(Error::from(e)),
+                    }
+                })
+                .buffer_unordered(IO_PARALLEL)
+                .try_collect()
+                .await?;
+            let mut users: HashMap<&Digest, usize> = HashMap::new();
+            for (e, need) in entries.iter().zip(&needs) {
+                if e.evicted.is_none() {
+                    for b in need {
+                        *users.entry(b).or_default() += 1;
+                    }
+                }
+            }
+            let mut total: u64 = users.keys().map(|b| sizes[*b]).sum();
+            let before = total;
+            let mut order: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].evicted.is_none()).collect();
+            order.sort_by_key(|i| entries[*i].used);
+            for i in order {
+                if total <= budget {
+                    break;
+                }
+                entries[i].evicted = Some(EvictReason::Size);
+                for b in &needs[i] {
+                    let n = users.get_mut(b).expect("counted");
+                    *n -= 1;
+                    if *n == 0 {
+                        total -= sizes[b];
+                    }
+                }
+            }
+            report.cache_bytes = Some((before, total));
+            log(format!(
+                "cached repositories: {before} bytes, budget {budget} bytes: {total} bytes kept (estimate)"
+            ));
+        }
+
+        let verb = if opts.dry_run {
+            "eligible for eviction"
+        } else {
+            "evicted"
+        };
+        let mut roots: Vec<Vec<Digest>> = vec![Vec::new(); graphs.len()];
+        let mut evicted_tags = EvictedTags::new();
+        for e in entries {
+            let (repo, g) = &mut graphs[e.graph];
+            let Some(reason) = e.evicted else {
+                roots[e.graph].push(e.digest);
+                continue;
+            };
+            let age = Duration::from_secs(ev.age(e.used).as_secs());
+            let why = match reason {
+                EvictReason::Age => format!("older than {}", in_hours(e.limit.unwrap_or_default())),
+                EvictReason::Size => "least recently used, over proxy.maxsize".to_owned(),
+            };
+            let name = match &e.tag {
+                Some(tag) => format!("{repo}:{tag} ({})", e.digest),
+                None => format!("{repo}@{}", e.digest),
+            };
+            log(format!(
+                "{name} {verb}: last fetched or revalidated {} ago, {why}",
+                in_hours(age)
+            ));
+            if let Some(tag) = &e.tag {
+                g.manifests.tags.remove(tag);
+                evicted_tags
+                    .entry(repo.clone())
+                    .or_default()
+                    .push((tag.clone(), e.digest.clone()));
+            }
+            report.evicted.push(Evicted {
+                repo: repo.clone(),
+                tag: e.tag,
+                digest: e.digest,
+                age,
+                reason,
+            });
+        }
+        Ok((roots, evicted_tags))
     }
 
     /// Remove upload sessions started before `now - max_age` (all repositories).
@@ -329,12 +606,40 @@ impl Registry {
         let repos = self.all_repositories().await?;
         phase("listed repositories");
 
-        // ---- mark (repositories concurrently; it only reads)
-        let marks: Vec<RepoMark> = stream::iter(repos.iter())
+        // ---- mark (repositories concurrently; it only reads). Cached repositories, when eviction
+        // is configured, are marked last: from what eviction leaves them, and with
+        // --delete-untagged's rule (a manifest no kept entry reaches goes).
+        let (cached, ordinary): (Vec<&RepoName>, Vec<&RepoName>) = match &opts.evict {
+            Some(ev) => repos.iter().partition(|r| ev.cached(r).is_some()),
+            None => (Vec::new(), repos.iter().collect()),
+        };
+        let mut marks: Vec<RepoMark> = stream::iter(ordinary)
             .map(|r| self.mark_repo(r, opts.delete_untagged))
             .buffer_unordered(REPO_PARALLEL)
             .try_collect()
             .await?;
+        let mut evicted_tags = EvictedTags::new();
+        if let Some(ev) = &opts.evict
+            && !cached.is_empty()
+        {
+            let mut graphs: Vec<(RepoName, RepoGraph)> = stream::iter(cached)
+                .map(|r| async move { Ok::<_, Error>((r.clone(), self.load_repo(r).await?)) })
+                .buffered(REPO_PARALLEL)
+                .try_collect()
+                .await?;
+            let pinned: HashSet<Digest> = marks.iter().flat_map(|m| m.blobs.iter().cloned()).collect();
+            let (roots, tags) = self
+                .plan_eviction(ev, &mut graphs, &pinned, opts, &mut report, &mut *log)
+                .await?;
+            evicted_tags = tags;
+            phase("planned eviction");
+            let more: Vec<RepoMark> = stream::iter(graphs.into_iter().zip(roots))
+                .map(|((r, g), roots)| async move { self.mark_from(&r, g, roots).await })
+                .buffer_unordered(REPO_PARALLEL)
+                .try_collect()
+                .await?;
+            marks.extend(more);
+        }
         let mut marked_blobs: HashSet<Digest> = HashSet::new();
         let mut kept: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
         let mut all: BTreeMap<RepoName, RepoManifests> = BTreeMap::new();
@@ -353,6 +658,17 @@ impl Registry {
             "deleted"
         };
         let removals = Removals(Default::default());
+        for (repo, tags) in &evicted_tags {
+            for (tag, _) in tags {
+                if !opts.dry_run
+                    && let Some(t) = Tag::parse(tag)
+                {
+                    removals.step();
+                    self.driver.delete(&paths::tag_dir(repo, &t)).await?;
+                }
+                report.tags.push((repo.clone(), tag.clone()));
+            }
+        }
         for (repo, rm) in &all {
             let keep = &kept[repo];
             for (tag, d) in &rm.tags {
