@@ -24,8 +24,8 @@ printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WOR
 rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
 PASS=alice-e2e-pw-7c1f
 BAD=not-alices-pw-93ab
-passed=0
-failed=0
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 start_wharf() { # VAR=value pairs for the server's environment
   : > "$LOG"
@@ -55,22 +55,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  ( set -e; "$@" ) > "$WORK/step.log" 2>&1 &
-  if wait $!; then
-    passed=$((passed + 1))
-    printf 'ok   %-58s %3ss\n' "$name" $((SECONDS - t0))
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$name"
-    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
-    echo "     | server log (tail):"; tail -n 15 "$LOG" | sed 's/^/     | /'
-    echo "$passed passed, $failed failed"
-    exit 1
-  fi
+on_failure() {
+  echo "     | server log (tail):"; tail -n 15 "$LOG" | sed 's/^/     | /'
 }
 
 make_pki_and_image() {
@@ -194,4 +180,4 @@ step "podman: login (wrong, right), push, pull, logout" podman_login_push_pull t
 step "skopeo: copy, inspect, list-tags with --creds" skopeo_creds tok
 step "push with wrong credentials refused, image absent" refused_push tok
 step "clients used the token server; no password or token logged" tokens_were_used
-echo "$passed passed, $failed failed"
+summary

@@ -23,8 +23,8 @@ CONF
 rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
 T=--tls-verify=false
 ST=(--src-tls-verify=false --dest-tls-verify=false)
-passed=0
-failed=0
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 cleanup() {
   podman rmi -a -f >/dev/null 2>&1
@@ -33,25 +33,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 
-step() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  # Not `if ( set -e; ... )`: bash ignores errexit inside an if condition. A background subshell
-  # keeps it, and `wait` returns its status.
-  ( set -e; "$@" ) > "$WORK/step.log" 2>&1 &
-  if wait $!; then
-    passed=$((passed + 1))
-    printf 'ok   %-58s %3ss\n' "$name" $((SECONDS - t0))
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$name"
-    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
-    cleanup
-    echo "$passed passed, $failed failed"
-    exit 1
-  fi
-}
+on_failure() { cleanup; }
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -201,4 +183,4 @@ step "umoci: layout without mediaType, pushed by skopeo" umoci_no_media_type
 step "oras: artifactType, subject, referrers, pull, chunked" oras_artifacts
 step "skopeo: delete (every tag of the manifest goes)" skopeo_delete
 cleanup
-echo "$passed passed, $failed failed"
+summary

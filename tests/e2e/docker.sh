@@ -35,8 +35,8 @@ export DOCKER_CONFIG=$WORK/docker-config
 mkdir -p "$DOCKER_CONFIG"
 echo '{"auths":{}}' > "$DOCKER_CONFIG/config.json"   # podman reads it too, and wants it to exist
 PIDS=()
-passed=0
-failed=0
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -50,25 +50,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 
-step() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  ( set -e; "$@" ) > "$WORK/step.log" 2>&1 &
-  if wait $!; then
-    passed=$((passed + 1))
-    printf 'ok   %-62s %3ss\n' "$name" $((SECONDS - t0))
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$name"
-    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
-    cleanup
-    echo "$passed passed, $failed failed"
-    exit 1
-  fi
-}
+on_failure() { cleanup; }
 
-skip() { printf 'skip %-62s (%s)\n' "$1" "$2"; }
 
 # The digest `docker push` reports ("v1: digest: sha256:... size: N").
 push_digest() { docker push "$1" | tee /dev/stderr | sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' | tail -1; }
@@ -249,4 +232,4 @@ fi
 step "image: build FROM scratch, push, pull back, same digest and ID" image_build_push_pull
 step "image: docker run as registry:2, push/pull through it, stop" image_runs_like_registry2
 cleanup
-echo "$passed passed, $failed failed"
+summary

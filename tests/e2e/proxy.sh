@@ -23,8 +23,8 @@ rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
 MIRROR_PW=mirror-e2e-pw-41d2
 PUSH_PW=pusher-e2e-pw-9b07
 IMG=localhost/e2e-proxy/img:latest
-passed=0
-failed=0
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 start() { # NAME ADDR [VAR=value...]: a Wharf on ADDR with its own store and log
   local name=$1 addr=$2
@@ -54,25 +54,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  ( set -e; "$@" ) > "$WORK/step.log" 2>&1 &
-  if wait $!; then
-    passed=$((passed + 1))
-    printf 'ok   %-62s %3ss\n' "$name" $((SECONDS - t0))
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$name"
-    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
-    for n in upstream cache prefix; do
-      [ -f "$WORK/$n.log" ] || continue
-      echo "     | $n log (tail):"; tail -n 12 "$WORK/$n.log" | sed 's/^/     | /'
-    done
-    echo "$passed passed, $failed failed"
-    exit 1
-  fi
+on_failure() {
+  for n in upstream cache prefix; do
+    [ -f "$WORK/$n.log" ] || continue
+    echo "     | $n log (tail):"; tail -n 12 "$WORK/$n.log" | sed 's/^/     | /'
+  done
 }
 
 setup() {
@@ -155,5 +141,5 @@ step "podman pulls through the cache (registry:2 variables), same id" pull_throu
 step "podman pulls through a prefix cache; pushes beside it only" pull_by_prefix
 step "podman push into the cache refused; no password logged" push_refused
 step "upstream stopped: podman pulls from the caches, stale warning" upstream_down
-echo "$passed passed, $failed failed"
+summary
 [ "$failed" = 0 ]

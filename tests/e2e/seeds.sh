@@ -42,8 +42,9 @@ echo '{"auths":{}}' > "$REGISTRY_AUTH_FILE"
 export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
 printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
 rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
-passed=0
-failed=0
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
+STEP_DIR=$LAB
 
 if [ -z "${WHARF_IMAGE:-}" ]; then
   WHARF_IMAGE=wharf:seeds
@@ -67,28 +68,13 @@ cleanup() {
   rm -rf "$WORK"
 }
 
-step() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  ( set -e; cd "$LAB"; "$@" ) > "$WORK/step.log" 2>&1 &
-  if wait $!; then
-    passed=$((passed + 1))
-    printf 'ok   %-62s %3ss\n' "$name" $((SECONDS - t0))
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$name"
-    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
-    for c in registry secure-registry auth-registry gc-registry mirror; do
-      docker logs "$c" 2>&1 | tail -5 | sed "s/^/     | $c: /"
-    done
-    cleanup
-    echo "$passed passed, $failed failed"
-    exit 1
-  fi
+on_failure() {
+  for c in registry secure-registry auth-registry gc-registry mirror; do
+    docker logs "$c" 2>&1 | tail -5 | sed "s/^/     | $c: /"
+  done
+  cleanup
 }
 
-skip() { printf 'skip %-62s (%s)\n' "$1" "$2"; }
 
 # `docker container run -d -p 5000:5000 ...` of the seeds, on this machine.
 run_registry() { docker container run -d --network host "${PORT_ENV[@]}" "$@"; }
@@ -374,4 +360,4 @@ step "garbage collection: delete by digest, --dry-run, then for real" garbage_co
 step "mirror: REGISTRY_PROXY_REMOTEURL makes a pull-through cache that refuses pushes" mirror
 step "multi-architecture index: build, manifest push/inspect, pull" multi_arch
 cleanup
-echo "$passed passed, $failed failed"
+summary

@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Shared by the e2e scripts (source it once WORK is set): the step runner and its counters.
+#
+#   step NAME CMD [ARGS...]   run CMD in a subshell with errexit on (in $STEP_DIR when set), its
+#                             output kept in $WORK/step.log; print "ok NAME Ns", or on failure
+#                             print "FAIL NAME", the log's tail, whatever the script's on_failure
+#                             function prints (server logs, cleanup), the counts, and exit 1
+#   skip NAME WHY             print a skipped step and why
+#   summary                   print "N passed, N failed" (the last line of every script)
+passed=0
+failed=0
+
+step() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  # Not `if ( set -e; ... )`: bash ignores errexit inside an if condition. A background subshell
+  # keeps it, and `wait` returns its status.
+  ( set -e; cd "${STEP_DIR:-.}"; "$@" ) > "$WORK/step.log" 2>&1 &
+  if wait $!; then
+    passed=$((passed + 1))
+    printf 'ok   %-62s %3ss\n' "$name" $((SECONDS - t0))
+  else
+    failed=$((failed + 1))
+    printf 'FAIL %s\n' "$name"
+    tail -n 40 "$WORK/step.log" | sed 's/^/     | /'
+    if declare -F on_failure >/dev/null; then
+      on_failure
+    fi
+    summary
+    exit 1
+  fi
+}
+
+skip() { printf 'skip %-62s (%s)\n' "$1" "$2"; }
+
+summary() { echo "$passed passed, $failed failed"; }
