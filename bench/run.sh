@@ -137,9 +137,11 @@ round() { # who round
   "$LOADGEN" pages "$base" /v2/bench/tags/tags/list 100 > "$WORK/pages.out"
   record "$who" tags_page_ms "$(awk '/^ms_per_page/ {print $2}' "$WORK/pages.out")"
   record "$who" tags_all_ms "$(awk '/^ms_all_pages/ {print $2}' "$WORK/pages.out")"
+  record "$who" tags_pages "$(awk '/^pages/ {print $2}' "$WORK/pages.out")"
   "$LOADGEN" pages "$base" /v2/_catalog 100 > "$WORK/pages.out"
   record "$who" catalog_page_ms "$(awk '/^ms_per_page/ {print $2}' "$WORK/pages.out")"
   record "$who" catalog_all_ms "$(awk '/^ms_all_pages/ {print $2}' "$WORK/pages.out")"
+  record "$who" catalog_pages "$(awk '/^pages/ {print $2}' "$WORK/pages.out")"
   t0=$(date +%s.%N)
   skopeo copy -q --dest-tls-verify=false "oci:$WORK/image:bench" "docker://127.0.0.1:$port/bench/skopeo$i:v1"
   record "$who" skopeo_push_s "$(echo "$(date +%s.%N) - $t0" | bc -l)"

@@ -129,7 +129,23 @@ impl Registry {
             children.retain(|c| !c.starts_with('_'));
             children.sort();
             let mut next: Vec<(StoragePath, String)> = Vec::new();
+            let parts: Vec<&str> = if name.is_empty() {
+                Vec::new()
+            } else {
+                name.split('/').collect()
+            };
             for c in children {
+                if let Some(l) = &last {
+                    // Skip a subtree wholly at or before `last`: its prefix sorts before `last`
+                    // and is not one of `last`'s own prefixes. (Checked first: it allocates
+                    // nothing, and on later pages most children fail it.)
+                    let prefix = || parts.iter().copied().chain(std::iter::once(c.as_str()));
+                    let len = parts.len() + 1;
+                    let is_prefix_of_last = l.len() >= len && l[..len].iter().copied().eq(prefix());
+                    if !is_prefix_of_last && prefix().lt(l.iter().copied()) {
+                        continue;
+                    }
+                }
                 let child = if name.is_empty() {
                     c.clone()
                 } else {
@@ -139,22 +155,17 @@ impl Registry {
                 if RepoName::parse(&child).is_err() {
                     continue;
                 }
-                if let Some(l) = &last {
-                    // Skip a subtree wholly at or before `last`: its prefix sorts before `last`
-                    // and is not one of `last`'s own prefixes.
-                    let prefix: Vec<&str> = child.split('/').collect();
-                    let is_prefix_of_last = l.len() >= prefix.len() && l[..prefix.len()] == prefix[..];
-                    if !is_prefix_of_last && prefix.as_slice() < l.as_slice() {
-                        continue;
-                    }
-                }
                 next.push((dir.join(&c), child));
             }
             let batch = want
                 .map_or(next.len(), |w| w.saturating_sub(repos.len()))
                 .min(next.len());
             let paths: Vec<StoragePath> = next[..batch].iter().map(|(p, _)| p.clone()).collect();
-            let listings = self.driver.list_many(&paths).await;
+            let listings = if paths.is_empty() {
+                Vec::new() // most directories are leaves: no call at all
+            } else {
+                self.driver.list_many(&paths).await
+            };
             let unlisted = next.split_off(batch);
             for (p, child) in unlisted.into_iter().rev() {
                 stack.push((p, child, None));
