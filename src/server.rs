@@ -198,8 +198,11 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // What handlers learn about the connection: the client address (login limiter) and TLS.
-    let svc = tower::util::MapRequestLayer::new(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    // What handlers learn about the connection: the client address (login limiter) and TLS. A
+    // body whose client goes silent fails after the idle timeout (slowloris, lying lengths).
+    let idle = crate::hooks::body_idle_timeout();
+    let svc = tower::util::MapRequestLayer::new(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(|b| http::idle::IdleTimeoutBody::new(b, idle));
         req.extensions_mut().insert(ConnectInfo(peer));
         if tls {
             req.extensions_mut().insert(http::TlsConnection);
@@ -207,7 +210,10 @@ async fn serve_connection<I>(
         req
     })
     .layer(router);
+    // Headers must arrive within the header timeout, or the connection is closed (slowloris).
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::hooks::header_read_timeout())
         .keep_alive(true)
         .serve_connection(io, TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn).await {
