@@ -4,7 +4,9 @@
 //! - `WHARF_FAILPOINTS="name=action[,name=action…]"`: [`failpoint`] at a named point in a write
 //!   path runs the action. `pause` prints `wharf: failpoint <name> paused` on stderr and blocks
 //!   the thread forever, so a crash test can SIGKILL the process at exactly that point;
-//!   `pause@N` does so on the N-th time the point is reached (1 is the first). The points:
+//!   `pause@N` does so on the N-th time the point is reached (1 is the first); `sleep:<duration>`
+//!   (e.g. `sleep:500ms`) only holds the thread that long, every time, to widen a race window
+//!   for a test of concurrent requests. The points:
 //!   `upload-data-written` (an upload's bytes are durable, before its hash-state checkpoint or
 //!   its commit), `blob-after-commit` (a blob is in the content store, not yet linked into its
 //!   repository), `manifest-before-tag` (a manifest's bytes and revision link are written, its
@@ -22,9 +24,15 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest silence between two frames of a request body before the request is given up.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+enum Action {
+    /// Pause forever on the N-th arrival.
+    Pause { nth: u64, seen: u64 },
+    /// Sleep this long on every arrival.
+    Sleep(Duration),
+}
+
 struct Failpoints {
-    /// name -> (hit on which arrival, arrivals so far)
-    points: Mutex<HashMap<String, (u64, u64)>>,
+    points: Mutex<HashMap<String, Action>>,
 }
 
 fn failpoints() -> Option<&'static Failpoints> {
@@ -36,15 +44,26 @@ fn failpoints() -> Option<&'static Failpoints> {
         let mut points = HashMap::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, action) = item.split_once('=').unwrap_or((item, "pause"));
-            let nth = match action.trim().strip_prefix("pause") {
-                Some("") => 1,
-                Some(n) => n.strip_prefix('@').and_then(|n| n.parse().ok()).unwrap_or(1),
-                None => {
-                    eprintln!("wharf: WHARF_FAILPOINTS: unknown action {action:?} for {name:?} (only pause)");
-                    continue;
-                }
+            let action = action.trim();
+            let parsed = if let Some(n) = action.strip_prefix("pause") {
+                let nth = if n.is_empty() {
+                    Some(1)
+                } else {
+                    n.strip_prefix('@').and_then(|n| n.parse().ok())
+                };
+                nth.map(|nth| Action::Pause { nth, seen: 0 })
+            } else {
+                action
+                    .strip_prefix("sleep:")
+                    .and_then(|d| crate::config::parse_duration(d).ok())
+                    .map(Action::Sleep)
             };
-            points.insert(name.trim().to_owned(), (nth, 0));
+            match parsed {
+                Some(a) => {
+                    points.insert(name.trim().to_owned(), a);
+                }
+                None => eprintln!("wharf: WHARF_FAILPOINTS: unknown action {action:?} for {name:?}"),
+            }
         }
         Some(Failpoints {
             points: Mutex::new(points),
@@ -59,9 +78,15 @@ pub fn failpoint(name: &str) {
     let fire = {
         let mut points = fp.points.lock().unwrap_or_else(|p| p.into_inner());
         match points.get_mut(name) {
-            Some((nth, seen)) => {
+            Some(Action::Pause { nth, seen }) => {
                 *seen += 1;
                 *seen == *nth
+            }
+            Some(Action::Sleep(d)) => {
+                let d = *d;
+                drop(points);
+                std::thread::sleep(d);
+                false
             }
             None => false,
         }

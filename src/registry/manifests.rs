@@ -360,6 +360,15 @@ impl Registry {
         if self.stat_cas(&digest).await?.is_none() {
             self.driver.put_content(&data, bytes).await?;
         }
+        // With tags, the revision link and the tags are written under the repository's lock, so
+        // a concurrent DELETE of this manifest comes wholly before (the PUT restores the
+        // revision) or after (it removes the tags too), never between: a tag never points at a
+        // manifest that is not in the repository.
+        let _g = if tags.is_empty() {
+            None
+        } else {
+            Some(self.repo_lock(repo).await)
+        };
         self.write_link(&paths::revision_link(repo, &digest), &digest).await?;
         if let Some(subject) = &info.subject {
             self.write_link(&paths::referrer_link(repo, subject, &digest), &digest)
@@ -367,7 +376,6 @@ impl Registry {
         }
         crate::hooks::failpoint("manifest-before-tag");
         if !tags.is_empty() {
-            let _g = self.repo_lock(repo).await;
             for tag in tags {
                 self.write_link(&paths::tag_index_link(repo, tag, &digest), &digest)
                     .await?;
