@@ -511,7 +511,7 @@ async fn slowloris_headers_are_cut_off() {
     idle.set_read_timeout(Some(SAFETY)).unwrap();
     let mut buf = [0u8; 16];
     assert!(
-        matches!(idle.read(&mut buf), Ok(_)),
+        idle.read(&mut buf).is_ok(),
         "an idle connection was kept past the safety net"
     );
     assert_untouched(&s, &before, &img, "slowloris").await;
