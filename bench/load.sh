@@ -6,7 +6,7 @@
 #   bash bench/load.sh                 as root on Debian (installs wrk if missing; raises limits)
 #
 # Env: LOAD_CONNECTIONS (10000), LOAD_SECONDS (60), LOAD_PUSHERS (16 concurrent pushes),
-# WHARF_BIN (default target/release/wharf, built here), LOADGEN_BIN (target/release/examples/loadgen).
+# LOAD_WHARF (default target/release/wharf, built here), LOAD_LOADGEN (target/release/examples/loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,12 +18,12 @@ if ! command -v wrk >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
-if [ -z "${WHARF_BIN:-}" ] || [ -z "${LOADGEN_BIN:-}" ]; then
+if [ -z "${LOAD_WHARF:-}" ] || [ -z "${LOAD_LOADGEN:-}" ]; then
   echo "== building (release)"
   cargo build --release --locked --bins --examples 2>&1 | tail -1
 fi
-WHARF=${WHARF_BIN:-$ROOT/target/release/wharf}
-LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/examples/loadgen}
+WHARF=${LOAD_WHARF:-$ROOT/target/release/wharf}
+LOADGEN=${LOAD_LOADGEN:-$ROOT/target/release/examples/loadgen}
 
 # Each side needs a descriptor per connection, and the accept queue must take the first burst.
 ulimit -n "$(ulimit -Hn)"
@@ -78,20 +78,21 @@ EOF
 echo "== $CONNS connections pulling, $PUSHERS pushers, ${SECS}s"
 wrk -t 2 -c "$CONNS" -d "${SECS}s" --timeout 30s --latency -s "$WORK/pull.lua" "$R" >"$WORK/wrk.txt" 2>&1 &
 WRK=$!
+# Halfway through, count the connections the server holds open.
+(sleep $((SECS / 2)); ss -Htn state established "( sport = :$PORT )" | wc -l >"$WORK/held") &
 # Pushes beside the pulls, for the same time: batches of 64 KiB blobs, 16 at a time.
 PUSHED=0
 PUSH_ERRORS=0
 END=$((SECONDS + SECS))
 while [ $SECONDS -lt $END ]; do
-  if "$LOADGEN" small-blobs "$R" load/pushes 200 65536 "$PUSHERS" >>"$WORK/push.txt" 2>&1; then
-    PUSHED=$((PUSHED + 200))
+  if "$LOADGEN" small-blobs "$R" load/pushes 50 65536 "$PUSHERS" >>"$WORK/push.txt" 2>&1; then
+    PUSHED=$((PUSHED + 50))
   else
     PUSH_ERRORS=$((PUSH_ERRORS + 1))
   fi
 done
-# Connections held open while the load runs: count them on the server's side.
-HELD=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
 wait "$WRK"
+HELD=$(cat "$WORK/held" 2>/dev/null || echo "?")
 RSS=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status")
 cat "$WORK/wrk.txt"
 echo
@@ -101,12 +102,12 @@ SOCKERR=$(awk '/Socket errors/ {print}' "$WORK/wrk.txt")
 NON2XX=$(awk '/Non-2xx/ {print $NF}' "$WORK/wrk.txt")
 P99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")
 P50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")
-echo "connections            $CONNS (established at the end of the push phase: $HELD)"
+echo "connections            $CONNS (held open by the server halfway through: $HELD)"
 echo "duration               ${SECS}s"
 echo "pull requests          $REQS (p50 $P50, p99 $P99)"
 echo "pull errors            ${SOCKERR:-none}; non-2xx: ${NON2XX:-0}"
 echo "blobs pushed           $PUSHED (batches that failed: $PUSH_ERRORS)"
-grep -h "small_blobs_per_s" "$WORK/push.txt" | awk '{s += $2; n++} END {if (n) printf "push rate              %.0f blobs/s (mean of %d batches)\n", s / n, n}'
+echo "push rate              $((PUSHED / SECS)) blobs/s"
 echo "server peak RSS        $RSS"
 if grep -q . "$WORK/wharf.log"; then
   echo "== server log (warnings and errors)"
