@@ -71,10 +71,21 @@ pub fn registry_for(config: &Config, store: &Store) -> Registry {
 /// Serve until `shutdown` resolves, then finish in-flight requests.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&config)?;
+    // A store on a read-only filesystem can still serve every pull: serve it read-only.
+    if let Store::Fs(driver) = &store
+        && !config.storage.maintenance.readonly.enabled
+        && matches!(driver.try_lock(false), Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+    {
+        tracing::warn!(
+            storage = %driver.root().display(),
+            "the storage is on a read-only filesystem: serving pulls only, as with storage.maintenance.readonly.enabled = true"
+        );
+        config.storage.maintenance.readonly.enabled = true;
+    }
     let readonly = config.storage.maintenance.readonly.enabled;
     // On the filesystem a server that writes holds the store's lock shared, so garbage collection
     // (which takes it exclusively) cannot run beside it. A read-only server takes no lock, and
@@ -203,8 +214,11 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // What handlers learn about the connection: the client address (login limiter) and TLS.
-    let svc = tower::util::MapRequestLayer::new(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    // What handlers learn about the connection: the client address (login limiter) and TLS. A
+    // body whose client goes silent fails after the idle timeout (slowloris, lying lengths).
+    let idle = crate::hooks::body_idle_timeout();
+    let svc = tower::util::MapRequestLayer::new(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(|b| http::idle::IdleTimeoutBody::new(b, idle));
         req.extensions_mut().insert(ConnectInfo(peer));
         if tls {
             req.extensions_mut().insert(http::TlsConnection);
@@ -212,7 +226,10 @@ async fn serve_connection<I>(
         req
     })
     .layer(router);
+    // Headers must arrive within the header timeout, or the connection is closed (slowloris).
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::hooks::header_read_timeout())
         .keep_alive(true)
         .serve_connection(io, TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn).await {
@@ -235,7 +252,10 @@ impl Operations {
     pub async fn start(config: &Config, driver: Arc<dyn crate::storage::Driver>) -> anyhow::Result<Self> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let drain = crate::shutdown::Drain::new(config.http.draintimeout());
-        let health = Arc::new(http::health::Health::new(&config.health.storagedriver));
+        let health = Arc::new(http::health::Health::new(
+            &config.health.storagedriver,
+            !config.storage.maintenance.readonly.enabled,
+        ));
         // One probe before serving, so /readyz is right from the first request.
         if health.enabled() {
             health.probe(driver.as_ref()).await;

@@ -157,7 +157,7 @@ fn details(required: &[Access]) -> Vec<serde_json::Value> {
 }
 
 /// A quoted-string for a challenge parameter.
-fn quoted(s: &str) -> String {
+pub fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

@@ -56,7 +56,13 @@ impl ConfigNote {
 }
 
 /// Environment variables that name the configuration file rather than a key.
-const NOT_KEYS: &[&str] = &["REGISTRY_CONFIGURATION_PATH", "WHARF_CONFIG"];
+/// Test hooks (`crate::hooks`) are not configuration either.
+const NOT_KEYS: &[&str] = &[
+    "REGISTRY_CONFIGURATION_PATH",
+    "WHARF_CONFIG",
+    "WHARF_FAILPOINTS",
+    "WHARF_TIMEOUTS",
+];
 
 /// [`load_with_notes`], logging the notes right away (for callers whose logging is set up).
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {

@@ -20,6 +20,7 @@ pub struct StorageState {
 }
 
 pub struct Health {
+    writable: bool,
     enabled: bool,
     threshold: u32,
     interval: Duration,
@@ -27,8 +28,10 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(config: &StorageHealthConfig) -> Self {
+    /// `writable`: the server writes (so the probe writes too); a read-only server's probe reads.
+    pub fn new(config: &StorageHealthConfig, writable: bool) -> Self {
         Health {
+            writable,
             enabled: config.enabled,
             threshold: config.threshold,
             interval: config.interval(),
@@ -53,7 +56,7 @@ impl Health {
     }
 
     pub async fn probe(&self, driver: &dyn Driver) {
-        let result = probe_storage(driver).await;
+        let result = probe_storage(driver, self.writable).await;
         let mut st = self.state.lock().expect("health state");
         st.last_probe = Some(SystemTime::now());
         match result {

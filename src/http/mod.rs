@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod headers;
+pub mod idle;
 pub mod listing;
 pub mod manifests;
 pub mod route;

@@ -181,6 +181,7 @@ struct Removals(std::sync::atomic::AtomicUsize);
 
 impl Removals {
     fn step(&self) {
+        crate::hooks::failpoint("gc-sweep");
         let done = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if crash_point().is_some_and(|n| done >= n) {
             eprintln!("failpoint: aborting garbage collection after {done} removals");

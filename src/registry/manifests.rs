@@ -103,6 +103,39 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::ManifestInvalid(msg.into())
 }
 
+/// Manifests nested deeper than this are refused: clients (Go's encoding/json stops at 10000,
+/// and many parse recursively) must be able to read whatever Wharf accepts and serves.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether the JSON text's arrays and objects nest deeper than `limit` (strings are skipped,
+/// with their escapes). One pass over the bytes, no recursion: safe on any input.
+pub fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Strip parameters (`; charset=…`) and whitespace from a Content-Type.
 fn bare_type(ct: &str) -> &str {
     ct.split(';').next().unwrap_or("").trim()
@@ -117,6 +150,11 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
         return Err(invalid(
             "Docker schema 1 manifests are not supported; push schema 2 or OCI",
         ));
+    }
+    if nesting_exceeds(bytes, MAX_JSON_DEPTH) {
+        return Err(invalid(format!(
+            "JSON nested deeper than {MAX_JSON_DEPTH} levels (an OCI manifest needs 4)"
+        )));
     }
     let m: AnyManifest = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     match &m.schema_version {
@@ -332,17 +370,27 @@ impl Registry {
         if self.stat_cas(digest).await?.is_none() {
             self.driver.put_content(&data, bytes).await?;
         }
+        // With tags, the revision link and the tags are written under the repository's lock, so
+        // a concurrent DELETE of this manifest comes wholly before (the PUT restores the
+        // revision) or after (it removes the tags too), never between: a tag never points at a
+        // manifest that is not in the repository.
+        let _g = if tags.is_empty() {
+            None
+        } else {
+            Some(self.repo_lock(repo).await)
+        };
         self.write_link(&paths::revision_link(repo, digest), digest).await?;
         if let Some(subject) = &info.subject {
             self.write_link(&paths::referrer_link(repo, subject, digest), digest)
                 .await?;
         }
+        crate::hooks::failpoint("manifest-before-tag");
         if !tags.is_empty() {
-            let _g = self.repo_lock(repo).await;
             self.tag_index.invalidate(repo);
             for tag in tags {
                 self.write_link(&paths::tag_index_link(repo, tag, digest), digest)
                     .await?;
+                crate::hooks::failpoint("tag-link-write");
                 self.write_link(&paths::tag_current(repo, tag), digest).await?;
             }
         }

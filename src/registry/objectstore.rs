@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use super::blobs::BlobInfo;
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, UploadId};
-use super::uploads::{BODY_IDLE_TIMEOUT, ChunkInfo, UploadStatus};
+use super::uploads::{ChunkInfo, UploadStatus};
 use super::{BodyStream, Registry, paths};
 use crate::error::{Error, Result};
 use crate::storage::{Driver, DriverError, Precondition, StoragePath, Version};
@@ -413,7 +413,7 @@ impl Registry {
         let mut received = 0u64;
         let mut interrupted = None;
         loop {
-            let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+            let frame = match tokio::time::timeout(crate::hooks::body_idle_timeout(), body.next()).await {
                 Ok(Some(Ok(f))) => f,
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {

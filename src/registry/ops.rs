@@ -19,8 +19,16 @@ fn gc_stats_path() -> StoragePath {
     StoragePath::from_validated("wharf-gc.json".into())
 }
 
-/// Write a small object, then read it back: the storage is readable and writable.
-pub async fn probe_storage(driver: &dyn Driver) -> Result<(), String> {
+/// Write a small object, then read it back: the storage is readable and writable. A read-only
+/// server (whose store may be a read-only mount) only checks that the store can be read.
+pub async fn probe_storage(driver: &dyn Driver, writable: bool) -> Result<(), String> {
+    if !writable {
+        return match driver.stat(&StoragePath::from_validated("docker".into())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(format!("read: {e}")),
+        };
+    }
     let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let body = format!("{now} pid {}\n", std::process::id());
     driver

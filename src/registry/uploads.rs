@@ -16,8 +16,6 @@ use super::{BodyStream, Registry, paths};
 use crate::error::{Error, Result};
 use crate::storage::DriverError;
 
-/// Longest silence between two body frames before a request is given up.
-pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request waits for another request on the same session to finish.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
 
@@ -354,8 +352,9 @@ impl Registry {
         });
 
         let mut interrupted = None;
+        let idle = crate::hooks::body_idle_timeout();
         loop {
-            match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+            match tokio::time::timeout(idle, body.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     if chunk.is_empty() {
                         continue;
@@ -370,7 +369,7 @@ impl Registry {
                     break;
                 }
                 Err(_) => {
-                    interrupted = Some("no body bytes received for 60 s".into());
+                    interrupted = Some(format!("no body bytes received for {idle:?}"));
                     break;
                 }
             }
@@ -393,6 +392,7 @@ impl Registry {
         .await?;
         written?;
         synced?;
+        crate::hooks::failpoint("upload-data-written");
         if rollback {
             let len = expected_len.unwrap_or_default();
             return Err(Error::SizeInvalid(format!(

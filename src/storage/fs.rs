@@ -18,6 +18,8 @@ use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
 const WINDOW: u64 = 4 << 20;
 /// Objects below this size are read into memory instead of being mapped.
 const SMALL: u64 = 64 << 10;
+/// How often a write or delete is retried when a concurrent delete or write got in its way.
+const RACE_RETRIES: u32 = 8;
 
 #[derive(Clone)]
 pub struct FsDriver {
@@ -119,9 +121,22 @@ impl Inner {
         }
     }
 
+    /// [`Inner::atomic_write_once`], again when a concurrent delete removed the directory
+    /// under it (a layer link written while the same link is deleted): the write then simply
+    /// comes after the delete, instead of failing with ENOENT.
+    fn atomic_write(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.atomic_write_once(full, data, sync) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RACE_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// Write to a temporary file and rename it over `full`; with `sync`, the file and then its
     /// directory are fsync'd, so the object is durable when this returns.
-    fn atomic_write(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    fn atomic_write_once(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
         let dir = full.parent().expect("storage paths have a parent");
         self.make_dirs(dir, sync)?;
         let name = full.file_name().expect("storage paths have a name").to_string_lossy();
@@ -327,11 +342,19 @@ impl Driver for FsDriver {
     async fn delete(&self, p: &StoragePath) -> Result<(), DriverError> {
         let full = self.full(p);
         self.blocking(move |_| {
-            let result = match fs::symlink_metadata(&full) {
+            let remove = || match fs::symlink_metadata(&full) {
                 Ok(md) if md.is_dir() => fs::remove_dir_all(&full),
                 Ok(_) => fs::remove_file(&full),
                 Err(e) => Err(e),
             };
+            // A writer racing the delete may add a file to the directory being removed
+            // (ENOTEMPTY): remove again, so the delete comes after that write.
+            let mut result = remove();
+            let mut attempt = 0;
+            while attempt < RACE_RETRIES && matches!(&result, Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty) {
+                attempt += 1;
+                result = remove();
+            }
             // Deletes are not fsync'd: one lost in a crash leaves unreferenced data, which the
             // next delete or garbage collection removes (Distribution does the same).
             match result {

@@ -1,0 +1,882 @@
+//! The hostile-input matrix, over real HTTP (raw TCP where a normal client would refuse or
+//! normalise the request): each attack gets the right status and spec error code, nothing is
+//! stored, and the server keeps serving. Token attacks that need a signing key beside the
+//! built-in issuer (expired, alg none, HMAC key confusion, untrusted keys) are in
+//! tests/auth_token.rs; here the token cases also check that nothing was stored.
+mod auth_support;
+mod common;
+mod faults_support;
+use auth_support::{Cred, htpasswd};
+use common::*;
+use faults_support::*;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const SAFETY: Duration = Duration::from_secs(30);
+
+/// A server with one image (`ok:v1`) and deletes on; the timeouts short, so slow-client
+/// attacks are cut quickly.
+async fn server_with_image() -> (Server, Image) {
+    let s = Server::start_with(
+        "[storage.delete]\nenabled = true\n",
+        &[("WHARF_TIMEOUTS", "header=1s,body-idle=1s")],
+    );
+    let img = make_image(1, 3000);
+    push_image(&client(), &s.url(""), "ok", "v1", &img).await.unwrap();
+    (s, img)
+}
+
+/// Nothing under the data directory changed, nothing appeared beside it, and the image still pulls.
+async fn assert_untouched(s: &Server, before: &[String], img: &Image, what: &str) {
+    assert_eq!(stored_files(&s.root()), before, "{what}: the store changed");
+    let mut beside: Vec<String> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(
+        beside,
+        ["config.toml", "data"],
+        "{what}: files appeared beside the store"
+    );
+    assert_pulls(&client(), s, "ok", "v1", img).await;
+}
+
+fn req(method: &str, path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test]
+async fn path_traversal_in_every_path_parameter_is_refused_and_stores_nothing() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let d = sha256_digest(&img.config);
+    let id = {
+        let r = client().post(s.url("/v2/ok/blobs/uploads/")).send().await.unwrap();
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let before_with_session = stored_files(&s.root());
+    // raw, percent-encoded, double-encoded, mixed, NUL, and absolute forms
+    let evil = [
+        "..",
+        "../..",
+        "../../../../etc/passwd",
+        "ok/../../..",
+        "%2e%2e",
+        "%2e%2e%2f%2e%2e",
+        "..%2f..%2f..%2fetc",
+        "%252e%252e%252f",
+        "%25252e%25252e",
+        ".%2e/.%2e",
+        "ok%2f..%2f..",
+        "%00",
+        "ok%00",
+        "%2fetc%2fpasswd",
+        "./ok",
+    ];
+    let m = img.manifest.clone();
+    for e in evil {
+        // (method, path, body, codes allowed)
+        let cases: Vec<(&str, String, Vec<u8>, &[&str])> = vec![
+            // the repository name
+            (
+                "POST",
+                format!("/v2/{e}/blobs/uploads/"),
+                vec![],
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "GET",
+                format!("/v2/{e}/tags/list"),
+                vec![],
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "GET",
+                format!("/v2/{e}/manifests/v1"),
+                vec![],
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "PUT",
+                format!("/v2/{e}/manifests/v1"),
+                m.clone(),
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "GET",
+                format!("/v2/{e}/blobs/{d}"),
+                vec![],
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "PATCH",
+                format!("/v2/{e}/blobs/uploads/{id}"),
+                b"x".to_vec(),
+                &["NAME_INVALID", "UNSUPPORTED"],
+            ),
+            // the reference (tag or digest)
+            (
+                "PUT",
+                format!("/v2/ok/manifests/{e}"),
+                m.clone(),
+                &[
+                    "MANIFEST_INVALID",
+                    "NAME_INVALID",
+                    "UNSUPPORTED",
+                    "DIGEST_INVALID",
+                    "BLOB_UPLOAD_UNKNOWN",
+                ],
+            ),
+            (
+                "GET",
+                format!("/v2/ok/manifests/{e}"),
+                vec![],
+                &[
+                    "MANIFEST_INVALID",
+                    "NAME_INVALID",
+                    "UNSUPPORTED",
+                    "DIGEST_INVALID",
+                    "BLOB_UPLOAD_UNKNOWN",
+                ],
+            ),
+            (
+                "PUT",
+                format!("/v2/ok/manifests/sha256:{e}"),
+                m.clone(),
+                &[
+                    "DIGEST_INVALID",
+                    "NAME_INVALID",
+                    "UNSUPPORTED",
+                    "MANIFEST_INVALID",
+                    "BLOB_UPLOAD_UNKNOWN",
+                ],
+            ),
+            // the digest
+            (
+                "GET",
+                format!("/v2/ok/blobs/sha256:{e}"),
+                vec![],
+                &["DIGEST_INVALID", "NAME_INVALID", "UNSUPPORTED", "BLOB_UPLOAD_UNKNOWN"],
+            ),
+            (
+                "DELETE",
+                format!("/v2/ok/blobs/{e}"),
+                vec![],
+                &["DIGEST_INVALID", "NAME_INVALID", "UNSUPPORTED", "BLOB_UPLOAD_UNKNOWN"],
+            ),
+            (
+                "GET",
+                format!("/v2/ok/referrers/{e}"),
+                vec![],
+                &["DIGEST_INVALID", "NAME_INVALID", "UNSUPPORTED", "BLOB_UPLOAD_UNKNOWN"],
+            ),
+            // the upload id
+            (
+                "PATCH",
+                format!("/v2/ok/blobs/uploads/{e}"),
+                b"x".to_vec(),
+                &["BLOB_UPLOAD_UNKNOWN", "NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "PUT",
+                format!("/v2/ok/blobs/uploads/{e}?digest={d}"),
+                vec![],
+                &["BLOB_UPLOAD_UNKNOWN", "NAME_INVALID", "UNSUPPORTED"],
+            ),
+            (
+                "GET",
+                format!("/v2/ok/blobs/uploads/{id}/{e}"),
+                vec![],
+                &["BLOB_UPLOAD_UNKNOWN", "NAME_INVALID", "UNSUPPORTED"],
+            ),
+            // query parameters that name things
+            (
+                "POST",
+                format!("/v2/ok/blobs/uploads/?digest=sha256:{e}"),
+                b"x".to_vec(),
+                &["DIGEST_INVALID"],
+            ),
+            (
+                "POST",
+                format!("/v2/ok/blobs/uploads/?digest={e}"),
+                b"x".to_vec(),
+                &["DIGEST_INVALID"],
+            ),
+            (
+                "POST",
+                format!("/v2/new/blobs/uploads/?mount={d}&from={e}"),
+                vec![],
+                &["NAME_INVALID"],
+            ),
+            (
+                "POST",
+                format!("/v2/new/blobs/uploads/?mount={e}&from=ok"),
+                vec![],
+                &["DIGEST_INVALID"],
+            ),
+            (
+                "PUT",
+                format!("/v2/ok/blobs/uploads/{id}?digest={e}"),
+                vec![],
+                &["DIGEST_INVALID"],
+            ),
+            (
+                "PUT",
+                format!("/v2/ok/manifests/{}?tag={e}", img.digest),
+                m.clone(),
+                &["MANIFEST_INVALID"],
+            ),
+        ];
+        for (method, path, body, codes) in cases {
+            let (st, text) = raw(s.addr, &req(method, &path, "", &body), SAFETY);
+            let got = raw_codes(&text);
+            assert!(
+                (400..500).contains(&st) && got.len() == 1 && codes.contains(&got[0].as_str()),
+                "{method} {path}: {st} {got:?} (allowed {codes:?})\n{text}"
+            );
+            // a name that is refused is refused for being a name: NAME_INVALID whenever the
+            // bad part is the repository (never a confused 404 that looked somewhere else)
+            if path.starts_with(&format!("/v2/{e}/")) && !e.contains("%2f") && !e.contains('/') {
+                assert_eq!(got, ["NAME_INVALID"], "{method} {path}");
+            }
+        }
+    }
+    // the listing cursors are compared as strings, never used as paths
+    for e in evil {
+        for path in [
+            format!("/v2/_catalog?last={e}"),
+            format!("/v2/ok/tags/list?last={e}&n=5"),
+        ] {
+            let (st, text) = raw(s.addr, &req("GET", &path, "", b""), SAFETY);
+            assert_eq!(st, 200, "{path}: {text}");
+        }
+    }
+    assert_eq!(stored_files(&s.root()), before_with_session, "the store changed");
+    // the session is untouched by every attack on it, and still works
+    let r = client()
+        .put(s.url(&format!("/v2/ok/blobs/uploads/{id}?digest={d}")))
+        .body(img.config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_untouched(&s, &before, &img, "path traversal").await;
+}
+
+#[tokio::test]
+async fn oversized_manifests_are_413_with_or_without_a_content_length() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let mut big = img.manifest.clone();
+    big.pop(); // drop the closing brace: pad inside the object
+    big.extend_from_slice(b",\"pad\":\"");
+    big.extend(std::iter::repeat_n(b'a', (4 << 20) + 1));
+    big.extend_from_slice(b"\"}");
+    // declared up front
+    let r = client()
+        .put(s.url("/v2/ok/manifests/big"))
+        .header("content-type", OCI_MANIFEST)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["MANIFEST_INVALID"]);
+    // streamed in chunks with no length
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let r = client()
+        .put(s.url("/v2/ok/manifests/big"))
+        .header("content-type", OCI_MANIFEST)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["MANIFEST_INVALID"]);
+    // a chunked manifest body that never ends (it keeps coming) is cut at the limit
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(SAFETY)).unwrap();
+    c.write_all(
+        b"PUT /v2/ok/manifests/endless HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    let chunk = format!("10000\r\n{}\r\n", "a".repeat(0x10000));
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // Keep sending until the server answers (it reads on past the limit a little, to be polite).
+    c.set_nonblocking(true).unwrap();
+    while started.elapsed() < SAFETY {
+        let _ = c.write_all(chunk.as_bytes());
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(raw_codes(&text), ["MANIFEST_INVALID"]);
+    assert_untouched(&s, &before, &img, "oversized manifests").await;
+}
+
+/// Regression: a manifest whose JSON nested 100,000 levels deep (inside a descriptor's unknown
+/// field) was accepted, stored and served, though most clients cannot parse it.
+#[tokio::test]
+async fn deeply_nested_json_is_manifest_invalid() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let v: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    let config = serde_json::to_string(&v["config"]).unwrap();
+    let layers = serde_json::to_string(&v["layers"]).unwrap();
+    let nested = |depth: usize, open: &str, close: &str, leaf: &str| {
+        let mut s = String::new();
+        for _ in 0..depth {
+            s.push_str(open);
+        }
+        s.push_str(leaf);
+        for _ in 0..depth {
+            s.push_str(close);
+        }
+        s
+    };
+    let manifest = |extra: String| {
+        let cfg = format!("{},\"x\":{extra}}}", &config[..config.len() - 1]);
+        format!("{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{cfg},\"layers\":{layers}}}")
+    };
+    for (what, body) in [
+        (
+            "objects in a descriptor",
+            manifest(nested(100_000, "{\"a\":", "}", "1")),
+        ),
+        ("arrays in a descriptor", manifest(nested(100_000, "[", "]", ""))),
+        ("just past the limit", manifest(nested(64, "[", "]", ""))),
+        (
+            "arrays at the top",
+            format!("{{\"schemaVersion\":2,\"x\":{}}}", nested(1_000_000, "[", "]", "")),
+        ),
+        (
+            "annotations",
+            format!(
+                "{{\"schemaVersion\":2,\"annotations\":{}}}",
+                nested(100_000, "{\"a\":", "}", "\"b\"")
+            ),
+        ),
+    ] {
+        let r = client()
+            .put(s.url("/v2/ok/manifests/deep"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), ["MANIFEST_INVALID"], "{what}");
+    }
+    assert_untouched(&s, &before, &img, "nested JSON").await;
+    // strings full of brackets are not nesting, and a reasonable depth is fine
+    let fine = manifest(format!(
+        "{{\"s\":\"{}\",\"n\":{}}}",
+        "[{".repeat(1000),
+        nested(20, "[", "]", "")
+    ));
+    let r = client()
+        .put(s.url("/v2/ok/manifests/fine"))
+        .header("content-type", OCI_MANIFEST)
+        .body(fine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn huge_headers_and_urls_are_refused_and_the_server_keeps_serving() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let d = sha256_digest(b"x");
+    let post = format!("/v2/ok/blobs/uploads/?digest={d}");
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        (
+            "one 1 MiB header".into(),
+            req("POST", &post, &format!("X-Big: {}\r\n", "a".repeat(1 << 20)), b"x"),
+        ),
+        (
+            "a thousand headers".into(),
+            req(
+                "POST",
+                &post,
+                &(0..1000).map(|i| format!("X-{i}: a\r\n")).collect::<String>(),
+                b"x",
+            ),
+        ),
+        (
+            "a 1 MiB URL".into(),
+            req(
+                "POST",
+                &format!("/v2/{}/blobs/uploads/", "a/".repeat(1 << 19)),
+                "",
+                b"x",
+            ),
+        ),
+        (
+            "a 1 MiB Authorization".into(),
+            req(
+                "POST",
+                &post,
+                &format!("Authorization: Basic {}\r\n", "QUFB".repeat(1 << 18)),
+                b"x",
+            ),
+        ),
+    ];
+    for (what, r) in cases {
+        let (st, text) = raw(s.addr, &r, SAFETY);
+        // hyper answers these itself (431 or 414) before any handler runs, or closes
+        assert!(
+            st == 431 || st == 414 || st == 400 || st == 0,
+            "{what}: {st}\n{}",
+            &text[..text.len().min(300)]
+        );
+    }
+    // names just over the limit are NAME_INVALID, from the handler
+    let (st, text) = raw(
+        s.addr,
+        &req("GET", &format!("/v2/{}/tags/list", "a".repeat(256)), "", b""),
+        SAFETY,
+    );
+    assert_eq!((st, raw_codes(&text)), (400, vec!["NAME_INVALID".to_owned()]));
+    assert_untouched(&s, &before, &img, "huge headers").await;
+}
+
+/// Regression: a client dribbling its headers (a slowloris) held its connection forever: the
+/// server had no header read timeout.
+#[tokio::test]
+async fn slowloris_headers_are_cut_off() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"POST /v2/ok/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // One more header line every 200 ms, for up to 30 s: the server must close before then.
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < SAFETY {
+        std::thread::sleep(Duration::from_millis(200));
+        if c.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        c.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let mut buf = [0u8; 256];
+        match c.read(&mut buf) {
+            Ok(_) => {
+                closed = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the server was still reading headers after {:?}",
+        started.elapsed()
+    );
+    // an idle connection that never sends a byte is closed too
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    idle.set_read_timeout(Some(SAFETY)).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        idle.read(&mut buf).is_ok(),
+        "an idle connection was kept past the safety net"
+    );
+    assert_untouched(&s, &before, &img, "slowloris").await;
+}
+
+/// Send `head` and the first bytes of a body, then go silent; the server must give the request
+/// up (an error answer or a closed connection) and keep nothing.
+fn stall(s: &Server, head: &str, first: &[u8]) -> String {
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(first).unwrap();
+    c.set_read_timeout(Some(SAFETY)).unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        started.elapsed() < SAFETY,
+        "{head}: still waiting for the body after {:?}",
+        started.elapsed()
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Regression: a manifest PUT whose body stopped arriving (a `Content-Length` that promises
+/// more, or a chunked body that never ends) waited forever; only blob uploads had a body idle
+/// timeout.
+#[tokio::test]
+async fn dribbling_and_lying_bodies_time_out_and_store_nothing() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let half = &img.manifest[..img.manifest.len() / 2];
+    let d = sha256_digest(b"0123456789");
+    let cases = [
+        format!(
+            "PUT /v2/ok/manifests/slow HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {}\r\n\r\n",
+            img.manifest.len()
+        ),
+        format!(
+            "PUT /v2/ok/manifests/slow HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            half.len()
+        ),
+        format!("POST /v2/ok/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"),
+        format!("POST /v2/ok/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n"),
+    ];
+    for head in &cases {
+        let first: &[u8] = if head.starts_with("PUT") { half } else { b"01234" };
+        let answer = stall(&s, head, first);
+        // Either an error answer, or the connection closed; never a success.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+            "{head}: {answer}"
+        );
+    }
+    assert_untouched(&s, &before, &img, "stalled bodies").await;
+
+    // A Content-Length shorter than the body: the registry reads what was declared, which does
+    // not match the digest; the rest is not a request.
+    let body = b"0123456789";
+    let r = format!("POST /v2/ok/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n");
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    let (st, text) = raw(s.addr, &bytes, SAFETY);
+    assert_eq!(
+        (st, raw_codes(&text)),
+        (400, vec!["DIGEST_INVALID".to_owned()]),
+        "{text}"
+    );
+    // A Content-Length longer than the body, then the client hangs up.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(
+        format!("POST /v2/ok/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    c.write_all(body).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut sink = Vec::new();
+    c.set_read_timeout(Some(SAFETY)).unwrap();
+    let _ = c.read_to_end(&mut sink);
+    // A chunk whose Content-Range claims more than it carries (covered in detail in uploads.rs).
+    let loc = client()
+        .post(s.url("/v2/ok/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .patch(s.url(&loc))
+        .header("content-range", "0-99")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["SIZE_INVALID"]);
+    assert_eq!(client().delete(s.url(&loc)).send().await.unwrap().status(), 204);
+    assert_untouched(&s, &before, &img, "lying lengths").await;
+}
+
+#[tokio::test]
+async fn an_upload_id_from_another_repository_is_unknown_there() {
+    let (s, img) = server_with_image().await;
+    let c = client();
+    let loc = c.post(s.url("/v2/ok/blobs/uploads/")).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let before = stored_files(&s.root());
+    let d = sha256_digest(b"abc");
+    for (m, path) in [
+        ("GET", format!("/v2/other/blobs/uploads/{id}")),
+        ("PATCH", format!("/v2/other/blobs/uploads/{id}")),
+        ("PUT", format!("/v2/other/blobs/uploads/{id}?digest={d}")),
+        ("DELETE", format!("/v2/other/blobs/uploads/{id}")),
+        ("PATCH", format!("/v2/ok/sub/blobs/uploads/{id}")),
+    ] {
+        let (st, text) = raw(s.addr, &req(m, &path, "", b"abc"), SAFETY);
+        assert_eq!(
+            (st, raw_codes(&text)),
+            (404, vec!["BLOB_UPLOAD_UNKNOWN".to_owned()]),
+            "{m} {path}"
+        );
+    }
+    assert_eq!(stored_files(&s.root()), before);
+    // the session in its own repository is intact
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_pulls(&c, &s, "ok", "v1", &img).await;
+}
+
+const RULES: &str = r#"
+[[auth.access]]
+repositories = ["alice/**"]
+users = ["alice"]
+actions = ["pull", "push"]
+
+[[auth.access]]
+repositories = ["bob/**"]
+users = ["bob"]
+actions = ["pull", "push"]
+"#;
+
+#[tokio::test]
+async fn a_manifest_cannot_reference_blobs_of_a_repository_the_caller_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, htpasswd(&[("alice", "pa"), ("bob", "pb")])).unwrap();
+    let s = Server::start_with(
+        &format!(
+            "[auth.htpasswd]\nrealm = \"r\"\npath = {:?}\n{RULES}",
+            users.display().to_string()
+        ),
+        &[],
+    );
+    let c = client();
+    let (alice, bob) = (Cred::basic("alice", "pa"), Cred::basic("bob", "pb"));
+    let secret = make_image(7, 5000);
+    let push = |cred: &Cred, repo: &str, data: &[u8]| {
+        cred.apply(c.post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", sha256_digest(data)))))
+            .body(data.to_vec())
+    };
+    for b in std::iter::once(&secret.config).chain(&secret.layers) {
+        assert_eq!(push(&bob, "bob/secret", b).send().await.unwrap().status(), 201);
+    }
+    let put = bob
+        .apply(c.put(s.url("/v2/bob/secret/manifests/v1")))
+        .header("content-type", OCI_MANIFEST)
+        .body(secret.manifest.clone());
+    assert_eq!(put.send().await.unwrap().status(), 201);
+    let before = stored_files(&s.root());
+
+    // alice's manifest names bob's config and layer, which she has no right to read
+    let r = alice
+        .apply(c.put(s.url("/v2/alice/app/manifests/stolen")))
+        .header("content-type", OCI_MANIFEST)
+        .body(secret.manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // one error per blob she cannot use: the config and the layer
+    assert_eq!(
+        error_codes(&r.bytes().await.unwrap()),
+        ["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
+    );
+    // a mount from bob's repository, or from anywhere, becomes a plain upload (202, not 201)
+    let layer = sha256_digest(&secret.layers[0]);
+    for q in [format!("mount={layer}&from=bob/secret"), format!("mount={layer}")] {
+        let r = alice
+            .apply(c.post(s.url(&format!("/v2/alice/app/blobs/uploads/?{q}"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{q}");
+    }
+    // nor can she read them by digest, through her repository or his
+    assert_eq!(
+        alice
+            .apply(c.get(s.url(&format!("/v2/alice/app/blobs/{layer}"))))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = alice
+        .apply(c.get(s.url(&format!("/v2/bob/secret/blobs/{layer}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["DENIED"]);
+    // and her push of the manifest still fails afterwards: nothing was linked into her repository
+    let r = alice
+        .apply(c.put(s.url("/v2/alice/app/manifests/stolen")))
+        .header("content-type", OCI_MANIFEST)
+        .body(secret.manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // nothing but the two empty upload sessions the mounts opened
+    let now: Vec<String> = stored_files(&s.root())
+        .into_iter()
+        .filter(|f| !f.starts_with("repositories/alice/app/_uploads/"))
+        .collect();
+    assert_eq!(now, before);
+    // the bytes are hers to push: once she uploads them herself, the same manifest is accepted
+    for b in std::iter::once(&secret.config).chain(&secret.layers) {
+        assert_eq!(push(&alice, "alice/app", b).send().await.unwrap().status(), 201);
+    }
+    let r = alice
+        .apply(c.put(s.url("/v2/alice/app/manifests/own")))
+        .header("content-type", OCI_MANIFEST)
+        .body(secret.manifest.clone());
+    assert_eq!(r.send().await.unwrap().status(), 201);
+}
+
+#[tokio::test]
+async fn forged_replayed_and_foreign_tokens_store_nothing() {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let dir = tempfile::tempdir().unwrap();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, kp.serialize_pem()).unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, htpasswd(&[("alice", "pa"), ("bob", "pb")])).unwrap();
+    let s = Server::start_with(
+        &format!(
+            "[auth.token]\nservice = \"svc\"\nissuer = \"iss\"\nsigningkey = {:?}\nhtpasswd = {:?}\n{RULES}",
+            key.display().to_string(),
+            users.display().to_string()
+        ),
+        &[],
+    );
+    let c = client();
+    let get_token = |user: &str, pass: &str, scope: &str| {
+        let rb = c
+            .get(s.url(&format!("/token?service=svc&scope={scope}")))
+            .basic_auth(user, Some(pass));
+        async move {
+            let v: serde_json::Value =
+                serde_json::from_slice(&rb.send().await.unwrap().bytes().await.unwrap()).unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let alices = get_token("alice", "pa", "repository:alice/app:pull,push").await;
+    let before = stored_files(&s.root());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signer = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+    let sign =
+        |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signer).unwrap();
+    let access = serde_json::json!([{"type": "repository", "name": "bob/app", "actions": ["pull", "push"]}]);
+    let b64 =
+        |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    // alice's real token, with its payload rewritten to grant bob/app (signature kept)
+    let parts: Vec<&str> = alices.split('.').collect();
+    let mut payload: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    payload["access"] = access.clone();
+    let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+    let forged = [
+        ("alice's token replayed against bob/app", alices.clone()),
+        ("tampered payload", tampered),
+        (
+            "right key, another service",
+            sign(
+                serde_json::json!({"iss": "iss", "aud": "other", "sub": "alice", "exp": now + 300, "nbf": now - 5, "access": access}),
+            ),
+        ),
+        (
+            "right key, another issuer",
+            sign(
+                serde_json::json!({"iss": "evil", "aud": "svc", "sub": "alice", "exp": now + 300, "nbf": now - 5, "access": access}),
+            ),
+        ),
+        (
+            "right key, expired",
+            sign(
+                serde_json::json!({"iss": "iss", "aud": "svc", "sub": "alice", "exp": now - 120, "nbf": now - 600, "access": access}),
+            ),
+        ),
+    ];
+    let img = make_image(9, 1000);
+    for (what, tok) in &forged {
+        let cred = Cred::Bearer(tok.clone());
+        let d = sha256_digest(&img.config);
+        let r = cred
+            .apply(c.post(s.url(&format!("/v2/bob/app/blobs/uploads/?digest={d}"))))
+            .body(img.config.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), ["UNAUTHORIZED"], "{what}");
+        let r = cred
+            .apply(c.put(s.url("/v2/bob/app/manifests/v1")))
+            .header("content-type", OCI_MANIFEST)
+            .body(img.manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        let r = cred
+            .apply(c.post(s.url("/v2/bob/app/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    assert_eq!(stored_files(&s.root()), before, "a refused token stored something");
+    // the same push with a genuine token for bob/app works: the refusals were about the tokens
+    let good = sign(
+        serde_json::json!({"iss": "iss", "aud": "svc", "sub": "bob", "exp": now + 300, "nbf": now - 5, "access": access}),
+    );
+    let cred = Cred::Bearer(good);
+    let d = sha256_digest(&img.config);
+    let r = cred
+        .apply(c.post(s.url(&format!("/v2/bob/app/blobs/uploads/?digest={d}"))))
+        .body(img.config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
