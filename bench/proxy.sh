@@ -32,19 +32,13 @@ start() { # NAME ADDR [VAR=value...]
   done
   echo "wharf $name did not start" >&2; tail -20 "$WORK/$name.log" >&2; return 1
 }
-stop() {
-  local pid
-  pid=$(cat "$WORK/$1.pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -f "$WORK/$1.pid"
-}
+# stop_pid and clean_work
+# shellcheck source=tests/e2e/lib.sh
+. tests/e2e/lib.sh
+stop() { stop_pid "$WORK/$1.pid"; } # NAME
 cleanup() {
   stop upstream; stop cache
-  podman rmi -a -f >/dev/null 2>&1 || true
-  buildah rm --all >/dev/null 2>&1 || true
-  grep -o "${WORK}[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r umount >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  clean_work
 }
 trap cleanup EXIT
 

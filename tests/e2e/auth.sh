@@ -39,19 +39,10 @@ start_wharf() { # VAR=value pairs for the server's environment
   done
   echo "wharf did not start"; tail -20 "$LOG"; return 1
 }
-stop_wharf() {
-  local pid
-  pid=$(cat "$WORK/pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -f "$WORK/pid"
-}
+stop_wharf() { stop_pid "$WORK/pid"; }
 cleanup() {
   stop_wharf
-  podman rmi -a -f >/dev/null 2>&1
-  buildah rm --all >/dev/null 2>&1
-  grep -o "${WORK}[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r umount >/dev/null 2>&1
-  rm -rf "$WORK"
+  clean_work
 }
 trap cleanup EXIT
 

@@ -26,12 +26,7 @@ ST=(--src-tls-verify=false --dest-tls-verify=false)
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-cleanup() {
-  podman rmi -a -f >/dev/null 2>&1
-  buildah rm --all >/dev/null 2>&1
-  grep -o "${WORK}[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r umount >/dev/null 2>&1
-  rm -rf "$WORK"
-}
+cleanup() { clean_work; }
 
 on_failure() { cleanup; }
 

@@ -35,3 +35,22 @@ step() {
 skip() { printf 'skip %-62s (%s)\n' "$1" "$2"; }
 
 summary() { echo "$passed passed, $failed failed"; }
+
+# stop_pid FILE: kill the process whose id FILE holds (it need not be our child: this works from
+# subshells too), wait until it is gone, remove FILE. Nothing to do when FILE is missing.
+stop_pid() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$1"
+}
+
+# clean_work: forget podman's images and buildah's containers, unmount whatever is mounted
+# under $WORK (overlay stores), and remove $WORK.
+clean_work() {
+  podman rmi -a -f >/dev/null 2>&1 || true
+  buildah rm --all >/dev/null 2>&1 || true
+  grep -o "${WORK}[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r umount >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}

@@ -38,19 +38,10 @@ start() { # NAME ADDR [VAR=value...]: a Wharf on ADDR with its own store and log
   done
   echo "wharf $name did not start"; tail -20 "$WORK/$name.log"; return 1
 }
-stop() { # NAME
-  local pid
-  pid=$(cat "$WORK/$1.pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -f "$WORK/$1.pid"
-}
+stop() { stop_pid "$WORK/$1.pid"; } # NAME
 cleanup() {
   for n in upstream cache prefix; do stop "$n"; done
-  podman rmi -a -f >/dev/null 2>&1
-  buildah rm --all >/dev/null 2>&1
-  grep -o "${WORK}[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r umount >/dev/null 2>&1
-  rm -rf "$WORK"
+  clean_work
 }
 trap cleanup EXIT
 
