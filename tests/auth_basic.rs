@@ -7,32 +7,6 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-const RULES: &str = r#"
-[auth.groups]
-team-a = ["alice", "bob"]
-
-[[auth.access]]
-repositories = ["team-a/**"]
-groups = ["team-a"]
-actions = ["pull"]
-
-[[auth.access]]
-repositories = ["team-a/**"]
-users = ["alice"]
-actions = ["push"]
-
-[[auth.access]]
-repositories = ["public/**"]
-anonymous = true
-users = ["*"]
-actions = ["pull"]
-
-[[auth.access]]
-repositories = ["**"]
-users = ["admin"]
-actions = ["*"]
-"#;
-
 /// A server with htpasswd auth over `users`, `extra` TOML appended (rules, delete).
 fn start(users: &[(&str, &str)], extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();

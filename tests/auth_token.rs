@@ -13,32 +13,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const RULES: &str = r#"
-[auth.groups]
-team-a = ["alice", "bob"]
-
-[[auth.access]]
-repositories = ["team-a/**"]
-groups = ["team-a"]
-actions = ["pull"]
-
-[[auth.access]]
-repositories = ["team-a/**"]
-users = ["alice"]
-actions = ["push"]
-
-[[auth.access]]
-repositories = ["public/**"]
-anonymous = true
-users = ["*"]
-actions = ["pull"]
-
-[[auth.access]]
-repositories = ["**"]
-users = ["admin"]
-actions = ["*"]
-"#;
-
 const SERVICE: &str = "wharf-test";
 const ISSUER: &str = "wharf-issuer";
 

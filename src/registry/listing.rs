@@ -161,11 +161,7 @@ impl Registry {
                 .map_or(next.len(), |w| w.saturating_sub(repos.len()))
                 .min(next.len());
             let paths: Vec<StoragePath> = next[..batch].iter().map(|(p, _)| p.clone()).collect();
-            let listings = if paths.is_empty() {
-                Vec::new() // most directories are leaves: no call at all
-            } else {
-                self.driver.list_many(&paths).await
-            };
+            let listings = self.driver.list_many(&paths).await;
             let unlisted = next.split_off(batch);
             for (p, child) in unlisted.into_iter().rev() {
                 stack.push((p, child, None));

@@ -211,6 +211,9 @@ impl Driver for FsDriver {
     }
 
     async fn list_many(&self, ps: &[StoragePath]) -> Vec<Result<Vec<String>, DriverError>> {
+        if ps.is_empty() {
+            return Vec::new(); // no thread hand-off for nothing (most directories are leaves)
+        }
         let dirs: Vec<(StoragePath, PathBuf)> = ps.iter().map(|p| (p.clone(), self.full(p))).collect();
         let n = dirs.len();
         match self

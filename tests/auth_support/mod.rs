@@ -9,6 +9,34 @@ use super::common::{random_bytes, sha256_digest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// The access rules the auth tests share: team-a pulls (alice also pushes) under `team-a/`,
+/// anyone pulls `public/`, admin does everything.
+pub const RULES: &str = r#"
+[auth.groups]
+team-a = ["alice", "bob"]
+
+[[auth.access]]
+repositories = ["team-a/**"]
+groups = ["team-a"]
+actions = ["pull"]
+
+[[auth.access]]
+repositories = ["team-a/**"]
+users = ["alice"]
+actions = ["push"]
+
+[[auth.access]]
+repositories = ["public/**"]
+anonymous = true
+users = ["*"]
+actions = ["pull"]
+
+[[auth.access]]
+repositories = ["**"]
+users = ["admin"]
+actions = ["*"]
+"#;
+
 /// An htpasswd file's text with bcrypt hashes (cost 4: fast, and still `$2b$`).
 pub fn htpasswd(users: &[(&str, &str)]) -> String {
     users
