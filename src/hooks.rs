@@ -13,7 +13,10 @@
 //!   tags not yet), `tag-link-write` (between a tag's index link and its `current` link),
 //!   `gc-sweep` (before each object garbage collection removes).
 //! - `WHARF_TIMEOUTS="header=1s,body-idle=2s"`: shorter connection timeouts than the defaults
-//!   ([`header_read_timeout`], [`body_idle_timeout`]), so tests of slow clients run quickly.
+//!   ([`header_read_timeout`], [`body_idle_timeout`]), so tests of slow clients run quickly;
+//!   `catalog-index=1s` also sets how long a catalog index is used at most
+//!   ([`catalog_index_max_age`]), so tests of writers other than Wharf run quickly (or, set
+//!   long, prove that only the store's generation marker makes a replica see a new repository).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -23,6 +26,9 @@ use std::time::Duration;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest silence between two frames of a request body before the request is given up.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a filesystem catalog index is used at most before the store is walked again: the
+/// staleness that writers other than Wharf (which write no generation marker) can see.
+pub const CATALOG_INDEX_MAX_AGE: Duration = Duration::from_secs(5);
 
 enum Action {
     /// Pause forever on the N-th arrival.
@@ -126,4 +132,11 @@ pub fn header_read_timeout() -> Duration {
 
 pub fn body_idle_timeout() -> Duration {
     timeouts().get("body-idle").copied().unwrap_or(BODY_IDLE_TIMEOUT)
+}
+
+pub fn catalog_index_max_age() -> Duration {
+    timeouts()
+        .get("catalog-index")
+        .copied()
+        .unwrap_or(CATALOG_INDEX_MAX_AGE)
 }

@@ -213,6 +213,174 @@ async fn catalog_lists_repositories_with_pagination() {
     assert!(strings(&body["repositories"]).is_empty() && link.is_none());
 }
 
+/// The catalog's order: component by component (`a/b` before `a-b`).
+fn path_sorted(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    v.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+    v
+}
+
+/// Catalog pages over nested names, from the in-memory index, are what the walk gives (and
+/// Distribution): every `last`, listed or not, every `n`, `Link` exactly when more remain.
+#[tokio::test]
+async fn catalog_pages_over_nested_names() {
+    let s = Server::start();
+    let repos = ["a", "a/b", "a-b", "a/b/c", "ns/x", "ns/y/z", "a0", "b"];
+    for r in repos {
+        push_manifest(&s, r, Some("v1"), json!({})).await;
+    }
+    push_blob(&s, "blobs/only", b"a layer and no manifest").await;
+    let all = path_sorted(&repos);
+    assert_eq!(all, ["a", "a/b", "a/b/c", "a-b", "a0", "b", "ns/x", "ns/y/z"]);
+    let mut lasts: Vec<String> = all.clone();
+    lasts.extend(["a/a", "a/b/b", "a/c", "a.", "ns", "ns/y", "zz", "0", "a/b/c/d"].map(String::from));
+    for last in &lasts {
+        let after: Vec<String> = all
+            .iter()
+            .filter(|r| r.split('/').cmp(last.split('/')) == std::cmp::Ordering::Greater)
+            .cloned()
+            .collect();
+        let (_, link, body) = get_json(&s, &format!("/v2/_catalog?last={last}")).await;
+        assert_eq!(
+            (strings(&body["repositories"]), link),
+            (after.clone(), None),
+            "last={last}"
+        );
+        for n in 0..=after.len() + 1 {
+            let (status, link, body) = get_json(&s, &format!("/v2/_catalog?last={last}&n={n}")).await;
+            assert_eq!(status, 200);
+            let want: Vec<String> = after.iter().take(n).cloned().collect();
+            assert_eq!(strings(&body["repositories"]), want, "last={last} n={n}");
+            assert_eq!(link.is_some(), n > 0 && after.len() > n, "last={last} n={n}: {link:?}");
+        }
+    }
+    for n in 1..=9 {
+        let (paged, pages) = follow(&s, &format!("/v2/_catalog?n={n}"), "repositories").await;
+        assert_eq!(paged, all, "n={n}");
+        assert_eq!(pages, all.len().div_ceil(n).max(1), "n={n}");
+    }
+}
+
+async fn catalog_of(s: &Server, query: &str) -> Vec<String> {
+    let (status, _, body) = get_json(s, &format!("/v2/_catalog{query}")).await;
+    assert_eq!(status, 200);
+    strings(&body["repositories"])
+}
+
+/// Catalog pages come from an in-memory index; a repository pushed through another server
+/// sharing the store must show on the very next request all the same (the store's generation
+/// marker). The index's age bound is set to an hour, so nothing but the marker can explain it.
+#[tokio::test]
+async fn the_catalog_follows_repositories_created_through_another_server() {
+    let slow = [("WHARF_TIMEOUTS", "catalog-index=1h")];
+    let a = Server::start_with("", &slow);
+    let root = a.root().display().to_string();
+    let b = Server::start_with(
+        "",
+        &[slow[0], ("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", root.as_str())],
+    );
+    push_manifest(&a, "one", Some("v1"), json!({})).await;
+    assert_eq!(catalog_of(&b, "").await, ["one"]);
+    assert_eq!(catalog_of(&a, "").await, ["one"]);
+    // Both now serve from their index: a repository made on disk behind their backs (as a
+    // foreign writer would) is not seen yet...
+    let repos = a.root().join("docker/registry/v2/repositories");
+    std::fs::create_dir_all(repos.join("foreign/_manifests")).unwrap();
+    assert_eq!(catalog_of(&b, "").await, ["one"]);
+    // ...until a Wharf creates a repository: then the next page, on either, is whole.
+    push_manifest(&a, "two/deep", Some("v1"), json!({})).await;
+    assert_eq!(catalog_of(&b, "").await, ["foreign", "one", "two/deep"]);
+    assert_eq!(catalog_of(&b, "?n=1&last=one").await, ["two/deep"]);
+    push_manifest(&b, "a-three", Some("v1"), json!({})).await;
+    assert_eq!(catalog_of(&a, "?n=2").await, ["a-three", "foreign"]);
+    // so does a push by digest, without a tag
+    push_manifest(&b, "four", None, json!({"annotations": {"x": "y"}})).await;
+    assert_eq!(catalog_of(&a, "?last=foreign").await, ["four", "one", "two/deep"]);
+    // pushing into existing repositories changes nothing, and the index keeps serving
+    push_manifest(&a, "one", Some("v2"), json!({})).await;
+    assert_eq!(
+        catalog_of(&b, "").await,
+        ["a-three", "foreign", "four", "one", "two/deep"]
+    );
+}
+
+/// A PUT that finds the repository already there may find it in the making: another server's
+/// PUT created `_manifests/` and has not written its token yet (held here at a failpoint). The
+/// second PUT renews the token itself, so its answer is never followed by a catalog without
+/// the repository.
+#[tokio::test]
+async fn a_repository_still_being_created_by_another_put_is_listed_once_a_put_into_it_is_answered() {
+    let slow = ("WHARF_TIMEOUTS", "catalog-index=1h");
+    let a = Server::start_with("", &[slow, ("WHARF_FAILPOINTS", "manifest-before-tag=sleep:4s")]);
+    let root = a.root().display().to_string();
+    let b = Server::start_with("", &[slow, ("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", root.as_str())]);
+    push_manifest(&b, "base", Some("v1"), json!({})).await;
+    assert_eq!(catalog_of(&b, "").await, ["base"]);
+    let cfg = push_blob(&b, "new", b"{}").await;
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+        "layers": [], "annotations": {"by": "a"}}))
+    .unwrap();
+    let url = a.url("/v2/new/manifests/v1");
+    let slow_put = tokio::spawn(async move {
+        client()
+            .put(url)
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let made = a.root().join("docker/registry/v2/repositories/new/_manifests");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !made.exists() {
+        assert!(std::time::Instant::now() < end, "server A created no _manifests/");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(catalog_of(&b, "").await, ["base"], "not yet answered: either is right");
+    push_manifest(&b, "new", None, json!({"annotations": {"by": "b"}})).await;
+    assert!(!slow_put.is_finished(), "A's PUT was to be still in flight");
+    assert_eq!(catalog_of(&b, "").await, ["base", "new"]);
+    assert_eq!(slow_put.await.unwrap(), 201);
+    assert_eq!(catalog_of(&b, "").await, ["base", "new"]);
+}
+
+/// Writers other than Wharf (Distribution on the same directory, rsync, `rm -rf`) write no
+/// generation token: what they do shows once the index has aged out (here 1 s instead of 5 s).
+#[tokio::test]
+async fn the_catalog_sees_changes_made_behind_its_back_within_its_age_bound() {
+    let s = Server::start_with("", &[("WHARF_TIMEOUTS", "catalog-index=1s")]);
+    push_manifest(&s, "app", Some("v1"), json!({})).await;
+    assert_eq!(catalog_of(&s, "").await, ["app"]);
+    let repos = s.root().join("docker/registry/v2/repositories");
+    std::fs::create_dir_all(repos.join("foreign/_manifests/revisions")).unwrap();
+    let bound = std::time::Duration::from_secs(2); // the age bound and a second
+    assert!(
+        catalog_within(&s, &["app", "foreign"], bound).await,
+        "a repository made on disk"
+    );
+    std::fs::remove_dir_all(repos.join("app")).unwrap();
+    assert!(
+        catalog_within(&s, &["foreign"], bound).await,
+        "a repository removed on disk"
+    );
+}
+
+/// Whether the whole catalog is `want` at some moment within `bound`.
+async fn catalog_within(s: &Server, want: &[&str], bound: std::time::Duration) -> bool {
+    let end = std::time::Instant::now() + bound;
+    loop {
+        if catalog_of(s, "").await == want {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn referrers_list_manifests_whose_subject_is_the_digest() {
     let s = Server::start();

@@ -374,6 +374,35 @@ async fn gc_refuses_to_run_beside_a_writing_server_and_runs_beside_a_read_only_o
     assert_pulls(&s, "app", &img).await;
 }
 
+/// Garbage collection removes no repository: one whose every manifest was deleted and swept
+/// keeps its `_manifests/` and stays in the catalog, as with registry:2. So a read-only server
+/// beside the run, serving the catalog from its in-memory index, stays right, and agrees with
+/// a fresh walk afterwards.
+#[tokio::test]
+async fn a_repository_emptied_by_gc_stays_in_the_catalog() {
+    let mut s = Server::start_with_delete();
+    push_image(&s, "keep", Some("v1"), 1, &[random_bytes(1_000, 60)], None).await;
+    let gone = push_image(&s, "gone", Some("v1"), 2, &[random_bytes(1_000, 61)], None).await;
+    delete(&s, "/v2/gone/manifests/v1").await; // the tag: the manifest is left to the collection
+    s.set_env("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{\"enabled\": true}");
+    s.restart();
+    let catalog = |s: &Server| {
+        let url = s.url("/v2/_catalog");
+        async move { client().get(url).send().await.unwrap().json_value().await["repositories"].clone() }
+    };
+    let before = catalog(&s).await;
+    assert_eq!(before, serde_json::json!(["gone", "keep"]));
+    let out = gc_ok(&s, &["-m"]);
+    assert!(
+        out.contains(&format!("gone: manifest {} deleted", gone.digest)),
+        "{out}"
+    );
+    assert!(!blob_file(&s, &gone.digest).exists(), "the manifest's bytes are swept");
+    assert_eq!(catalog(&s).await, before, "beside the run");
+    s.restart();
+    assert_eq!(catalog(&s).await, before, "a fresh walk");
+}
+
 #[tokio::test]
 async fn abandoned_uploads_are_purged_by_the_server_and_by_gc() {
     let s = Server::start_with(

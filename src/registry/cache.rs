@@ -11,10 +11,69 @@
 //!   writer, this process or another sharing the store, changes that time when it adds or
 //!   removes a tag, so the index never serves a stale page; this process also drops the entry
 //!   itself whenever it changes a tag.
+//! - [`CatalogIndex`]: every repository name of a filesystem store, sorted in the catalog's
+//!   order, so a catalog page is a binary search past `last` and a filtered slice instead of a
+//!   directory walk. See below for why it is never stale for a repository any Wharf creates.
+//!
+//! # The catalog index and its generation marker
+//!
+//! Directory times cannot validate the catalog (a repository is created deep in the tree, and
+//! only its own parent's time changes), so the store holds a generation marker instead:
+//! `wharf-catalog` at the storage root ([`super::paths::catalog_marker`]), beside Wharf's other
+//! root objects and outside Distribution's `docker/` tree, so neither `registry:2`, Wharf's
+//! catalog walk nor garbage collection (which walk `docker/registry/v2/repositories` and
+//! `blobs`) ever meets it. Its content is a random token (a v4 UUID); a missing or empty marker
+//! reads as "no token", which is a token like any other.
+//!
+//! - **Writers.** A manifest PUT (push or pull-through cache: both go through
+//!   `store_manifest`, the only code that creates `_manifests/`) stats the repository's
+//!   `_manifests/` first. If it is absent, or was modified less than [`catalog_young`] ago
+//!   (a concurrent PUT may be creating the repository right now and not have written its
+//!   token yet), the PUT writes a fresh token *after* its writes, whether or not they
+//!   succeeded, and *before* it answers, then drops this process's index.
+//! - **Readers.** A catalog request reads the token and uses the cached index only if it was
+//!   built under that very token and less than [`catalog_max_age`] ago. Otherwise, under a
+//!   rebuild lock (so concurrent misses walk once), it notes the time, reads the token again,
+//!   walks `repositories/`, and caches the names under the token it read *before* the walk,
+//!   aged from the moment before that read.
+//!
+//! Why no Wharf replica ever serves a page that misses a repository whose manifest PUT was
+//! acknowledged (by any replica) before the request began: say the index was built under token T,
+//! read at time `r`, and the walk that followed missed repository R. Then R's `_manifests/`
+//! was created after `r` (the walk lists every directory after reading T). Take the PUT whose
+//! answer came before the request:
+//!
+//! 1. It found `_manifests/` absent, or young: it wrote a fresh token after it had created
+//!    (or seen) `_manifests/`, so after `r`, and before it acknowledged, so before this request
+//!    read the token. Tokens are random and never reused, so the request reads a token other
+//!    than T and rebuilds. The interleaving "reader reads T, writer creates R, writer writes
+//!    T', reader finishes its walk without R" only caches the walk under T, which no request
+//!    after T' matches.
+//! 2. It found `_manifests/` older than [`catalog_young`] (= the largest maximum age plus a
+//!    second for the coarse file clock): `_manifests/` was created after `r` and at least that
+//!    long before the PUT, so the index is older than [`catalog_max_age`] when the request
+//!    comes, and it is rebuilt. This case needs the wall clock not to step forward meanwhile.
+//!
+//! A writer that dies between creating `_manifests/` and writing the token never acknowledged,
+//! so it breaks nothing above: a later PUT to that repository finds it young (case 1) or old
+//! (case 2), and other readers see it within the age bound. A marker lost in a machine crash
+//! (it is written without fsync) only reads as an old token or "none" after the reboot, when
+//! no process holds an index built before the crash.
+//!
+//! No Wharf code removes a repository: DELETE, garbage collection and pull-through eviction
+//! delete tags, revision links, layer links, referrer entries and uploads, never `_manifests/`,
+//! so an emptied repository stays in the catalog, as with `registry:2` (and as the walk shows
+//! it). Code that ever removes `_manifests/` must call `Registry::catalog_changed` after it.
+//!
+//! Writers that are not Wharf (Distribution sharing the directory, rsync, an operator's
+//! `rm -rf`) write no token: their changes show once the index is [`catalog_max_age`] old
+//! (5 s), which bounds the staleness they can see. Object stores keep the walk per page.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use super::digest::Digest;
 use super::manifests::StoredManifest;
@@ -27,6 +86,21 @@ const TAG_BUDGET: usize = 200_000;
 /// A tags directory must have been unchanged this long before its listing was read for the
 /// listing to be reused (several ticks of the kernel's coarse file-time clock).
 const SETTLED: Duration = Duration::from_millis(100);
+/// Repository names the catalog index holds at most (about 50 bytes each); a larger store is
+/// walked per page, as on object stores.
+const CATALOG_BUDGET: usize = 200_000;
+
+/// How long a catalog index is used at most (the staleness writers other than Wharf can see).
+pub fn catalog_max_age() -> Duration {
+    crate::hooks::catalog_index_max_age()
+}
+
+/// A repository whose `_manifests/` changed less than this ago may still be being created by a
+/// PUT that has not written its token yet: longer than any process's [`catalog_max_age`], plus
+/// a second for the coarse clock that stamps file times.
+pub fn catalog_young() -> Duration {
+    crate::hooks::CATALOG_INDEX_MAX_AGE.max(catalog_max_age()) + Duration::from_secs(1)
+}
 
 #[derive(Default)]
 pub struct ManifestCache {
@@ -103,9 +177,123 @@ impl TagIndex {
     }
 }
 
+/// What the catalog index holds.
+#[derive(Clone)]
+pub enum Indexed {
+    /// Every repository name, sorted by `listing::path_order`.
+    Names(Arc<Vec<String>>),
+    /// More names than [`CATALOG_BUDGET`]: walk per page.
+    TooMany,
+}
+
+impl Indexed {
+    /// The names, or `None` when there are too many to index.
+    pub fn names(self) -> Option<Arc<Vec<String>>> {
+        match self {
+            Indexed::Names(n) => Some(n),
+            Indexed::TooMany => None,
+        }
+    }
+}
+
+struct CatalogEntry {
+    /// The marker's content when the walk began (`None`: no marker).
+    token: Option<Bytes>,
+    /// Taken before the token was read.
+    read_at: Instant,
+    indexed: Indexed,
+}
+
+/// The filesystem catalog, validated by the store's generation marker (see the module docs).
+pub struct CatalogIndex {
+    inner: Mutex<Option<CatalogEntry>>,
+    /// Held while the index is rebuilt, so concurrent misses walk the store once.
+    rebuild: tokio::sync::Mutex<()>,
+    budget: usize,
+}
+
+impl Default for CatalogIndex {
+    fn default() -> Self {
+        CatalogIndex::with_budget(CATALOG_BUDGET)
+    }
+}
+
+impl CatalogIndex {
+    pub fn with_budget(budget: usize) -> Self {
+        CatalogIndex {
+            inner: Mutex::new(None),
+            rebuild: tokio::sync::Mutex::new(()),
+            budget,
+        }
+    }
+
+    /// Names held at most.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// The index, if it was built under `token` less than `max_age` ago.
+    pub fn get(&self, token: &Option<Bytes>, max_age: Duration) -> Option<Indexed> {
+        let g = self.inner.lock().expect("catalog index poisoned");
+        g.as_ref()
+            .filter(|e| &e.token == token && e.read_at.elapsed() < max_age)
+            .map(|e| e.indexed.clone())
+    }
+
+    /// Remember a walk that began after `read_at`, when the marker held `token`.
+    pub fn insert(&self, token: Option<Bytes>, read_at: Instant, indexed: Indexed) {
+        let mut g = self.inner.lock().expect("catalog index poisoned");
+        // Never replace a newer walk with an older one (two rebuilds cannot overlap, but keep
+        // the rule local).
+        if g.as_ref().is_some_and(|e| e.read_at > read_at) {
+            return;
+        }
+        *g = Some(CatalogEntry {
+            token,
+            read_at,
+            indexed,
+        });
+    }
+
+    /// Forget the index (this process changed the set of repositories).
+    pub fn invalidate(&self) {
+        *self.inner.lock().expect("catalog index poisoned") = None;
+    }
+
+    /// Serialize rebuilds.
+    pub async fn rebuilding(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rebuild.lock().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_index_needs_the_same_token_and_a_young_entry() {
+        let idx = CatalogIndex::default();
+        let names = |v: &[&str]| Indexed::Names(Arc::new(v.iter().map(|s| s.to_string()).collect()));
+        let t1 = Some(Bytes::from_static(b"one"));
+        let t2 = Some(Bytes::from_static(b"two"));
+        let day = Duration::from_secs(86_400);
+        assert!(idx.get(&None, day).is_none());
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        idx.insert(t1.clone(), Instant::now(), names(&["a"]));
+        assert!(matches!(idx.get(&t1, day), Some(Indexed::Names(n)) if n[..] == ["a"]));
+        assert!(idx.get(&t2, day).is_none(), "another token");
+        assert!(idx.get(&None, day).is_none(), "the marker went missing");
+        assert!(idx.get(&t1, Duration::ZERO).is_none(), "too old");
+        // an older walk does not replace a newer one
+        idx.insert(t2.clone(), before, names(&["b"]));
+        assert!(idx.get(&t2, day).is_none());
+        idx.insert(None, Instant::now(), Indexed::TooMany);
+        assert!(matches!(idx.get(&None, day), Some(Indexed::TooMany)));
+        idx.invalidate();
+        assert!(idx.get(&None, day).is_none());
+        assert!(catalog_young() > catalog_max_age());
+    }
 
     #[test]
     fn tag_index_needs_a_settled_matching_stamp() {

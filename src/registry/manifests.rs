@@ -356,8 +356,25 @@ impl Registry {
         })
     }
 
-    /// Write a verified manifest: bytes, revision link, referrer entry, tags.
+    /// Write a verified manifest: bytes, revision link, referrer entry, tags. The only code
+    /// that creates a repository's `_manifests/`, that is, a repository of the catalog: when
+    /// this PUT may be creating one, the catalog's generation marker is renewed after the
+    /// writes (even failed ones: they may have created the directory) and before the answer.
     async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        digest: &Digest,
+        info: &ManifestInfo,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let may_grow = self.catalog_may_grow(repo).await;
+        let written = self.write_manifest(repo, tags, digest, info, bytes).await;
+        let renewed = if may_grow { self.catalog_changed().await } else { Ok(()) };
+        written.and(renewed)
+    }
+
+    async fn write_manifest(
         &self,
         repo: &RepoName,
         tags: &[Tag],

@@ -49,6 +49,8 @@ pub struct Registry {
     manifest_cache: cache::ManifestCache,
     /// Sorted tag names per repository, for O(page) tags lists (filesystem stores).
     tag_index: cache::TagIndex,
+    /// Every repository name, sorted, for O(page) catalog pages (filesystem stores).
+    catalog_index: cache::CatalogIndex,
 }
 
 impl Registry {
@@ -60,6 +62,7 @@ impl Registry {
             repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             manifest_cache: cache::ManifestCache::default(),
             tag_index: cache::TagIndex::default(),
+            catalog_index: cache::CatalogIndex::default(),
         }
     }
 

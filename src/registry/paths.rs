@@ -120,6 +120,14 @@ pub fn gc_lock() -> StoragePath {
     p("wharf-gc.lock".to_owned())
 }
 
+/// Filesystem: the catalog's generation marker, a random token rewritten whenever a Wharf
+/// process creates a repository (`registry::cache`). At the storage root like Wharf's other
+/// objects, outside Distribution's tree, so no walk of `repositories/` or `blobs/` (Wharf's or
+/// `registry:2`'s) ever meets it.
+pub fn catalog_marker() -> StoragePath {
+    p("wharf-catalog".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
