@@ -668,3 +668,88 @@ fn fs_free_bytes(p: &std::path::Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A session that moves between two servers on one store (replicas, or a load balancer that
+/// does not stick): each server keeps the hasher of the chunk it wrote last in memory, and must
+/// notice when the other one has appended, cancelled or completed the session since.
+#[tokio::test]
+async fn a_session_moving_between_two_servers_on_one_store_stays_whole() {
+    let a = Server::start();
+    let root = a.root().display().to_string();
+    let b = Server::start_with("", &[("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", &root)]);
+    let data = random_bytes(5_000_000, 21);
+    let d = sha256_digest(&data);
+    let l = start_session(&a, "moving").await;
+    // chunks alternate a, b, a, b; the close goes to a, whose remembered state is two chunks old
+    let bounds = [0, 1_000_000, 2_500_000, 3_000_000, 5_000_000];
+    for (i, w) in bounds.windows(2).enumerate() {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = client()
+            .patch(s.url(&l))
+            .header("content-range", format!("{}-{}", w[0], w[1] - 1))
+            .body(data[w[0]..w[1]].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "chunk {i}");
+        assert_eq!(r.headers()["range"], format!("0-{}", w[1] - 1).as_str());
+    }
+    let r = client().put(a.url(&format!("{l}?digest={d}"))).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "{}",
+        String::from_utf8_lossy(&r.bytes().await.unwrap())
+    );
+    assert_eq!(get_blob(&b, "moving", &d).await, (200, data.clone()));
+
+    // a session cancelled through b is unknown to a, although a wrote its last chunk
+    let l = start_session(&a, "moving").await;
+    let r = client()
+        .patch(a.url(&l))
+        .header("content-range", "0-999")
+        .body(data[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(client().delete(b.url(&l)).send().await.unwrap().status(), 204);
+    let r = client()
+        .patch(a.url(&l))
+        .header("content-range", "1000-1999")
+        .body(data[1000..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
+
+    // a session completed through b is unknown to a
+    let small = &data[..3000];
+    let l = start_session(&a, "moving").await;
+    let r = client()
+        .patch(a.url(&l))
+        .header("content-range", "0-1999")
+        .body(small[..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let ds = sha256_digest(small);
+    let r = client()
+        .put(b.url(&format!("{l}?digest={ds}")))
+        .header("content-range", "2000-2999")
+        .body(small[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client()
+        .patch(a.url(&l))
+        .header("content-range", "3000-3999")
+        .body(data[3000..4000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

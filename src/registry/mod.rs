@@ -43,6 +43,8 @@ pub struct Registry {
     opts: Options,
     /// One async mutex per live upload session: requests on one session run one at a time.
     sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Hasher state of the sessions this process wrote last, by the same key.
+    warm: StdMutex<HashMap<String, uploads::Warm>>,
     /// Striped per-repository locks ordering tag changes within this process.
     repo_locks: Vec<tokio::sync::Mutex<()>>,
     /// Parsed manifests by digest (immutable content, so never stale).
@@ -59,6 +61,7 @@ impl Registry {
             driver,
             opts,
             sessions: StdMutex::new(HashMap::new()),
+            warm: StdMutex::new(HashMap::new()),
             repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             manifest_cache: cache::ManifestCache::default(),
             tag_index: cache::TagIndex::default(),

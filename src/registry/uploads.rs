@@ -1,7 +1,24 @@
 //! Upload sessions, kept in storage so they survive restarts and can move between replicas:
 //! `_uploads/<id>/{startedat, data, hashstates/<alg>/<offset>}`. Bytes are hashed as they
-//! arrive (one pass, no re-read); after every request the data is fsync'd and the hasher's
-//! state is checkpointed at the new offset.
+//! arrive (one pass, no re-read).
+//!
+//! Durability of chunks lags one chunk behind their `202` (filesystem store): a PATCH answers
+//! once its bytes are written and hashed, while their `fdatasync` runs on in the background;
+//! the next request on the session waits for it and only then checkpoints the hasher at that
+//! offset. So the disk flushes chunk k while chunk k+1 crosses the network, instead of the
+//! client waiting for every flush. What this promises:
+//! - a process crash (SIGKILL, panic) loses nothing acknowledged: the bytes are in the page
+//!   cache, and a restarted server resumes the hash from the newest checkpoint, rehashing what
+//!   lies past it;
+//! - a machine crash may lose at most the last acknowledged chunk of a session: the session
+//!   then reports the shorter offset it holds (GET its URL for `Range`) and the client resumes
+//!   from there, as the spec's recovery says. A checkpoint never claims bytes that were not
+//!   durable when it was written;
+//! - the closing PUT is durable before its `201`, as every blob is: it flushes the whole file.
+//!
+//! The hasher state after a chunk stays in memory (`Warm`) for the session's next request, used
+//! only while the data file still has the size it had (another replica appending, cancelling
+//! or completing the session changes or removes it), so a chunk costs no session reload.
 
 use std::time::{Duration, SystemTime};
 
@@ -40,7 +57,33 @@ struct Session {
     alg: Algorithm,
     size: u64,
     hasher: Hasher,
+    /// Offsets of the hash-state checkpoints in storage.
     checkpoints: Vec<u64>,
+    /// The previous chunk's flush, still running: once it succeeds, the data through `size` is
+    /// durable and `state` (the hasher at `size`) may be checkpointed.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    flush: tokio::task::JoinHandle<std::result::Result<(), DriverError>>,
+    state: Bytes,
+}
+
+/// What `write_body` does once the bytes are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Flush before answering, no checkpoint (the session ends with this request).
+    Final,
+    /// Answer once written; flush in the background, checkpoint on the next request.
+    Lagged,
+}
+
+/// Sessions whose hasher this process keeps in memory, at most.
+const WARM_SESSIONS: usize = 256;
+
+/// A session's state after this process's last request on it (see the module docs).
+pub(super) struct Warm {
+    session: Session,
 }
 
 impl Registry {
@@ -97,13 +140,55 @@ impl Registry {
         if self.driver.multipart().is_some() {
             return self.mp_append(repo, id, chunk, body, location).await;
         }
-        let session = self.load_session(repo, id).await?;
-        check_start(&session, chunk, id, location)?;
-        let session = self.write_body(repo, id, session, body, chunk.len, true).await?;
-        Ok(UploadStatus {
-            id: id.clone(),
-            size: session.size,
-        })
+        let session = self.resume_session(repo, id).await?;
+        if let Err(e) = check_start(&session, chunk, id, location) {
+            self.keep_warm(repo, id, session);
+            return Err(e);
+        }
+        let session = self
+            .write_body(repo, id, session, body, chunk.len, Durability::Lagged)
+            .await?;
+        let size = session.size;
+        self.keep_warm(repo, id, session);
+        Ok(UploadStatus { id: id.clone(), size })
+    }
+
+    /// The session's state: from memory when this process wrote its last chunk and the data
+    /// file still has that size, else loaded from storage.
+    async fn resume_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
+        let warm = self
+            .warm
+            .lock()
+            .expect("warm sessions poisoned")
+            .remove(&session_key(repo, id));
+        if let Some(Warm { session }) = warm {
+            match self.driver.stat(&paths::upload_data(repo, id)).await {
+                Ok(fi) if fi.size == session.size => return Ok(session),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.load_session(repo, id).await
+    }
+
+    fn keep_warm(&self, repo: &RepoName, id: &UploadId, session: Session) {
+        let mut warm = self.warm.lock().expect("warm sessions poisoned");
+        if warm.len() >= WARM_SESSIONS {
+            // Forget one: its next request reloads it from storage (a detached flush still
+            // completes; only its checkpoint is not written).
+            if let Some(k) = warm.keys().next().cloned() {
+                warm.remove(&k);
+            }
+        }
+        warm.insert(session_key(repo, id), Warm { session });
+    }
+
+    fn forget_warm(&self, repo: &RepoName, id: &UploadId) {
+        self.warm
+            .lock()
+            .expect("warm sessions poisoned")
+            .remove(&session_key(repo, id));
     }
 
     /// Close a session (PUT `?digest=`), with an optional last chunk. On a digest mismatch the
@@ -122,10 +207,15 @@ impl Registry {
             self.check_gc_lock().await?;
             return self.mp_finish(repo, Some((id, location)), digest, chunk, body).await;
         }
-        let session = self.load_session(repo, id).await?;
-        check_start(&session, chunk, id, location)?;
+        let session = self.resume_session(repo, id).await?;
+        if let Err(e) = check_start(&session, chunk, id, location) {
+            self.keep_warm(repo, id, session);
+            return Err(e);
+        }
         // The session ends here, so its hash state need not be checkpointed.
-        let session = self.write_body(repo, id, session, body, chunk.len, false).await?;
+        let session = self
+            .write_body(repo, id, session, body, chunk.len, Durability::Final)
+            .await?;
         self.complete_upload(repo, id, digest, session).await
     }
 
@@ -181,8 +271,9 @@ impl Registry {
             size: 0,
             hasher: Hasher::new(alg),
             checkpoints: Vec::new(),
+            pending: None,
         };
-        let result = match self.write_body(repo, &id, fresh, body, len, false).await {
+        let result = match self.write_body(repo, &id, fresh, body, len, Durability::Final).await {
             Ok(session) => self.complete_upload(repo, &id, digest, session).await,
             Err(e) => Err(e),
         };
@@ -194,6 +285,7 @@ impl Registry {
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         let _guard = self.lock_session(repo, id).await?;
+        self.forget_warm(repo, id);
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
         }
@@ -204,7 +296,7 @@ impl Registry {
     }
 
     async fn lock_session(&self, repo: &RepoName, id: &UploadId) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        let key = format!("{repo}/{id}");
+        let key = session_key(repo, id);
         let mutex = {
             let mut sessions = self.sessions.lock().expect("session map poisoned");
             if let Some(m) = sessions.get(&key).and_then(|w| w.upgrade()) {
@@ -280,6 +372,7 @@ impl Registry {
             size,
             hasher,
             checkpoints,
+            pending: None,
         })
     }
 
@@ -306,9 +399,11 @@ impl Registry {
         Ok(h)
     }
 
-    /// Stream `body` into the session's data file while hashing it on a blocking thread, then make
-    /// it durable and (with `checkpoint`, or when the body was cut short) checkpoint the hasher
-    /// at the new size.
+    /// Stream `body` into the session's data file while hashing it on a blocking thread. With
+    /// [`Durability::Lagged`] a whole, accepted chunk is answered before it is flushed (see the
+    /// module docs); a rejected, failed or interrupted one, and every [`Durability::Final`]
+    /// body, is flushed before the answer (an interrupted one is also checkpointed, so the
+    /// client can resume without a rehash).
     async fn write_body(
         &self,
         repo: &RepoName,
@@ -316,13 +411,14 @@ impl Registry {
         session: Session,
         mut body: BodyStream,
         expected_len: Option<u64>,
-        checkpoint: bool,
+        mode: Durability,
     ) -> Result<Session> {
         let Session {
             alg,
             size: start,
             hasher,
-            checkpoints,
+            mut checkpoints,
+            pending,
         } = session;
         let mut writer = self.driver.append_writer(&paths::upload_data(repo, id)).await?;
         if writer.size() != start {
@@ -380,19 +476,52 @@ impl Registry {
 
         let received = writer.size() - start;
         let rollback = written.is_err() || (interrupted.is_none() && expected_len.is_some_and(|len| len != received));
-        let (writer, synced) = blocking(move || {
-            let mut writer = writer;
-            let result = if rollback {
-                writer.truncate(start)
-            } else {
-                writer.commit()
-            };
-            (writer, result)
-        })
-        .await?;
+        let lagged = mode == Durability::Lagged && !rollback && interrupted.is_none();
+
+        // The previous chunk's flush has had this whole request to finish. Once it has, the
+        // bytes through `start` are durable and may be checkpointed (below, once this chunk
+        // is settled, so a full disk cannot keep a rejected chunk's bytes).
+        let mut durable_start = None;
+        if let Some(Pending { flush, state }) = pending {
+            match flush.await.map_err(|e| Error::Internal(e.to_string()))? {
+                Ok(()) => durable_start = (mode == Durability::Lagged).then_some(state),
+                Err(e) => {
+                    // Acknowledged bytes may not have reached the disk: the session cannot be
+                    // trusted any more. Discard it; the client starts the upload over.
+                    tracing::error!(upload = %id, "flushing upload data failed: {e}; discarding the session");
+                    drop(writer);
+                    self.driver.delete(&paths::upload_dir(repo, id)).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+
+        let (writer, synced) = if lagged {
+            (writer, Ok(()))
+        } else {
+            blocking(move || {
+                let mut writer = writer;
+                let result = if rollback {
+                    writer.truncate(start)
+                } else {
+                    writer.commit()
+                };
+                (writer, result)
+            })
+            .await?
+        };
         written?;
         synced?;
         crate::hooks::failpoint("upload-data-written");
+        if let Some(state) = durable_start {
+            // Best effort: a missing checkpoint only means a longer rehash after a restart.
+            if let Err(e) = self
+                .checkpoint(repo, id, alg, &mut checkpoints, start, state, false)
+                .await
+            {
+                tracing::warn!(upload = %id, offset = start, "could not checkpoint the upload's hash state: {e}");
+            }
+        }
         if rollback {
             let len = expected_len.unwrap_or_default();
             return Err(Error::SizeInvalid(format!(
@@ -400,29 +529,65 @@ impl Registry {
             )));
         }
         let size = writer.size();
-        if size != start && (checkpoint || interrupted.is_some()) {
-            let state = Bytes::from(hasher.serialize());
-            self.driver
-                .put_content(&paths::upload_hashstate(repo, id, alg, size), state)
-                .await?;
-            for old in checkpoints.into_iter().filter(|&o| o != size) {
-                self.driver.delete(&paths::upload_hashstate(repo, id, alg, old)).await?;
-            }
-        }
         if let Some(why) = interrupted {
+            if size != start {
+                let state = Bytes::from(hasher.serialize());
+                self.checkpoint(repo, id, alg, &mut checkpoints, size, state, true)
+                    .await?;
+            }
             tracing::warn!(upload = %id, kept = size, "upload body interrupted: {why}");
             return Err(Error::BlobUploadInvalid(format!(
                 "the request body was interrupted: {why}"
             )));
         }
-        let checkpoints = vec![size];
+        let pending = (lagged && size != start).then(|| {
+            let mut writer = writer;
+            Pending {
+                state: Bytes::from(hasher.serialize()),
+                flush: tokio::task::spawn_blocking(move || writer.commit()),
+            }
+        });
         Ok(Session {
             alg,
             size,
             hasher,
             checkpoints,
+            pending,
         })
     }
+
+    /// Save the hasher's `state` at `offset` (whose bytes are durable), then delete the older
+    /// checkpoints. `durable`: wait for the state itself to be durable too (a lost state only
+    /// costs a rehash from an older one, or from the start).
+    #[allow(clippy::too_many_arguments)]
+    async fn checkpoint(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        alg: Algorithm,
+        checkpoints: &mut Vec<u64>,
+        offset: u64,
+        state: Bytes,
+        durable: bool,
+    ) -> Result<()> {
+        let p = paths::upload_hashstate(repo, id, alg, offset);
+        if durable {
+            self.driver.put_content(&p, state).await?;
+        } else {
+            self.driver.put_content_volatile(&p, state).await?;
+        }
+        for old in std::mem::take(checkpoints) {
+            if old != offset {
+                self.driver.delete(&paths::upload_hashstate(repo, id, alg, old)).await?;
+            }
+        }
+        checkpoints.push(offset);
+        Ok(())
+    }
+}
+
+fn session_key(repo: &RepoName, id: &UploadId) -> String {
+    format!("{repo}/{id}")
 }
 
 fn check_start(session: &Session, chunk: ChunkInfo, id: &UploadId, location: &str) -> Result<()> {
