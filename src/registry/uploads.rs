@@ -429,8 +429,8 @@ impl Registry {
         }
         // Writing and hashing run on two blocking threads fed the same (reference-counted)
         // chunks, so the disk copy and the hash overlap instead of adding up.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        let (htx, mut hrx) = mpsc::channel::<Bytes>(16);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let (htx, mut hrx) = mpsc::channel::<Bytes>(4);
         let sink = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 if let Err(e) = writer.write_all(&chunk) {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
 
 /// Bytes mapped per window when streaming a blob (and the largest frame handed to hyper).
-const WINDOW: u64 = 4 << 20;
+const WINDOW: u64 = 2 << 20;
 /// Objects below this size are read into memory instead of being mapped.
 const SMALL: u64 = 64 << 10;
 /// How often a write or delete is retried when a concurrent delete or write got in its way.
