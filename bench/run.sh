@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Wharf (release build) and Distribution 2.8.2 (Debian's docker-registry) on
-# loopback with the same storage settings (filesystem, fsync on, access logs off), and nginx serving
-# the same bytes as the ceiling for downloads. Runs every workload on each registry in alternating
-# rounds (wharf, dist, wharf, dist, ...), then prints the medians and ratios and writes them to
-# bench/RESULTS.md.
+# loopback with the same storage settings (filesystem, fsync on, access logs off), with nginx serving
+# the same bytes as the ceiling for downloads and dd (fdatasync) of the same bytes as the ceiling for
+# pushes. Runs every workload on each registry in alternating rounds (wharf, dist, wharf, dist, ...),
+# then prints the medians and ratios and writes them to bench/RESULTS.md.
 #
 #   bash bench/run.sh [ROUNDS]         default 3 rounds; as root on Debian (installs what it needs)
 #
@@ -104,6 +104,16 @@ YML
 # ~0.3 s here), which is not what a push figure is meant to measure.
 fresh() { printf '%-16s' "$1" | dd of="$2" conv=notrunc bs=16 count=1 status=none; }
 
+# The disk's own speed for the same bytes: a buffered copy with fdatasync at the end; prints MB/s
+disk_write() { # file
+  local t0 t1
+  t0=$(date +%s.%N)
+  dd if="$1" of="$WORK/dd.out" bs=16M conv=fdatasync status=none
+  t1=$(date +%s.%N)
+  echo "$(stat -c %s "$1") / ($t1 - $t0) / 1000000" | bc -l
+  rm -f "$WORK/dd.out"
+}
+
 # push a file monolithically: POST, then PUT the body streamed from disk; prints MB/s
 mono_push() { # base repo file
   local loc d code s
@@ -123,6 +133,7 @@ round() { # who round
   echo "== round $i: $who"
   start "$who" "$port"
   fresh "$who$i" "$WORK/mono.bin"; fresh "$who$i" "$WORK/chunked.bin"
+  s=$(disk_write "$WORK/mono.bin"); record disk push_mono "$s"; record disk push_chunked "$s"
   record "$who" push_mono "$(mono_push "$base" "bench/mono$i" "$WORK/mono.bin")"
   record "$who" push_chunked "$("$LOADGEN" chunked "$base" "bench/chunked$i" "$WORK/chunked.bin" 16 | awk '{print $2}')"
   if [ "$i" = 1 ]; then mono_push "$base" bench/pull "$WORK/pull.bin" >/dev/null; fi
