@@ -140,11 +140,7 @@ impl Registry {
         if self.driver.multipart().is_some() {
             return self.mp_append(repo, id, chunk, body, location).await;
         }
-        let session = self.resume_session(repo, id).await?;
-        if let Err(e) = check_start(&session, chunk, id, location) {
-            self.keep_warm(repo, id, session);
-            return Err(e);
-        }
+        let session = self.resume_session(repo, id, chunk, location).await?;
         let session = self
             .write_body(repo, id, session, body, chunk.len, Durability::Lagged)
             .await?;
@@ -153,9 +149,25 @@ impl Registry {
         Ok(UploadStatus { id: id.clone(), size })
     }
 
+    /// The session's state, checked against where `chunk` says it starts (416 otherwise).
+    async fn resume_session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: ChunkInfo,
+        location: &str,
+    ) -> Result<Session> {
+        let session = self.current_session(repo, id).await?;
+        if let Err(e) = check_start(&session, chunk, id, location) {
+            self.keep_warm(repo, id, session);
+            return Err(e);
+        }
+        Ok(session)
+    }
+
     /// The session's state: from memory when this process wrote its last chunk and the data
     /// file still has that size, else loaded from storage.
-    async fn resume_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
+    async fn current_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
         let warm = self
             .warm
             .lock()
@@ -207,11 +219,7 @@ impl Registry {
             self.check_gc_lock().await?;
             return self.mp_finish(repo, Some((id, location)), digest, chunk, body).await;
         }
-        let session = self.resume_session(repo, id).await?;
-        if let Err(e) = check_start(&session, chunk, id, location) {
-            self.keep_warm(repo, id, session);
-            return Err(e);
-        }
+        let session = self.resume_session(repo, id, chunk, location).await?;
         // The session ends here, so its hash state need not be checkpointed.
         let session = self
             .write_body(repo, id, session, body, chunk.len, Durability::Final)
