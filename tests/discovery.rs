@@ -585,3 +585,25 @@ impl JsonValue for reqwest::Response {
         serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
     }
 }
+
+/// Names that look like a temporary file's are ordinary names: the filesystem store's own
+/// temporary files start with a dot, which no repository name or tag can.
+#[tokio::test]
+async fn names_containing_tmp_are_listed_like_any_other() {
+    let s = Server::start();
+    for (repo, tag) in [("app.tmp-1", "v1.tmp-x"), ("app", "v2.tmp-0123456789abcdef")] {
+        push_manifest(&s, repo, Some(tag), json!({})).await;
+    }
+    let (_, _, body) = get_json(&s, "/v2/_catalog").await;
+    assert_eq!(strings(&body["repositories"]), vec!["app", "app.tmp-1"]);
+    let (_, _, body) = get_json(&s, "/v2/app.tmp-1/tags/list").await;
+    assert_eq!(strings(&body["tags"]), vec!["v1.tmp-x"]);
+    let (_, _, body) = get_json(&s, "/v2/app/tags/list").await;
+    assert_eq!(strings(&body["tags"]), vec!["v2.tmp-0123456789abcdef"]);
+    let r = client()
+        .get(s.url("/v2/app.tmp-1/manifests/v1.tmp-x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

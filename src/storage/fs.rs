@@ -140,7 +140,7 @@ impl Inner {
         let dir = full.parent().expect("storage paths have a parent");
         self.make_dirs(dir, sync)?;
         let name = full.file_name().expect("storage paths have a name").to_string_lossy();
-        let tmp = dir.join(format!("{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -322,7 +322,7 @@ impl Driver for FsDriver {
                 for entry in entries {
                     let entry = entry.map_err(|e| DriverError::io(dir.display(), e))?;
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.contains(".tmp-") {
+                    if is_temp(&name) {
                         continue;
                     }
                     let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
@@ -370,13 +370,26 @@ impl Driver for FsDriver {
     }
 }
 
+/// Whether a directory entry is the temporary file of a write in progress (or one a crash left):
+/// `.<name>.tmp-<uuid>`. No repository name, tag, digest or file of the layout starts with a
+/// dot, so a name such as `foo.tmp-1`, a valid repository, stays visible. Temp files of older
+/// versions (`<name>.tmp-<32 hex digits>`, without the dot) are recognised too, so a crash's
+/// leftovers from before stay hidden.
+fn is_temp(name: &str) -> bool {
+    if name.starts_with('.') {
+        return true;
+    }
+    name.rsplit_once(".tmp-")
+        .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// A directory's entries, sorted, without the temporary files of writes in progress.
 fn list_dir(path: &StoragePath, full: &Path) -> Result<Vec<String>, DriverError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(full).map_err(|e| map_err(path, full, e))? {
         let entry = entry.map_err(|e| DriverError::io(full.display(), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.contains(".tmp-") {
+        if !is_temp(&name) {
             names.push(name);
         }
     }
