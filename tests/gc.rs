@@ -2,9 +2,10 @@
 //! against a writing server, read-only mode and upload purging. Images are pushed over HTTP;
 //! GC runs as the binary users run.
 mod common;
+mod faults_support;
 use common::*;
+use faults_support::gc;
 
-use std::process::Command;
 use std::time::Duration;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -110,25 +111,6 @@ fn blob_file(s: &Server, d: &str) -> std::path::PathBuf {
     let hex = d.strip_prefix("sha256:").unwrap();
     s.root()
         .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
-}
-
-/// Run `wharf garbage-collect` on the server's store; returns (exit code, stdout, stderr).
-fn gc(s: &Server, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.arg("garbage-collect")
-        .arg("--config")
-        .arg(s.config_path())
-        .args(args)
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn gc_ok(s: &Server, args: &[&str]) -> String {

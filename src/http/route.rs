@@ -72,15 +72,10 @@ impl V2Route {
     /// nothing but an authenticated caller. A mount's source is checked by the handler, which
     /// falls back to a plain upload when the caller may not pull from it.
     pub fn required_access(&self, method: &Method) -> Vec<Access> {
-        let name = match self {
-            V2Route::Base => return Vec::new(),
-            V2Route::Catalog => return vec![Access::catalog()],
-            V2Route::Tags { name }
-            | V2Route::Manifest { name, .. }
-            | V2Route::Blob { name, .. }
-            | V2Route::UploadStart { name }
-            | V2Route::Upload { name, .. }
-            | V2Route::Referrers { name, .. } => name.as_str(),
+        let name = match (self, self.name()) {
+            (V2Route::Catalog, _) => return vec![Access::catalog()],
+            (_, None) => return Vec::new(),
+            (_, Some(name)) => name.as_str(),
         };
         match *method {
             Method::DELETE => vec![Access::repository(name, DELETE)],

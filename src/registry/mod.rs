@@ -44,7 +44,7 @@ pub struct Registry {
     /// One async mutex per live upload session: requests on one session run one at a time.
     sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Hasher state of the sessions this process wrote last, by the same key.
-    warm: StdMutex<HashMap<String, uploads::Warm>>,
+    warm: StdMutex<HashMap<String, uploads::Session>>,
     /// Striped per-repository locks ordering tag changes within this process.
     repo_locks: Vec<tokio::sync::Mutex<()>>,
     /// Parsed manifests by digest (immutable content, so never stale).

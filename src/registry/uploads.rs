@@ -16,9 +16,10 @@
 //!   durable when it was written;
 //! - the closing PUT is durable before its `201`, as every blob is: it flushes the whole file.
 //!
-//! The hasher state after a chunk stays in memory (`Warm`) for the session's next request, used
-//! only while the data file still has the size it had (another replica appending, cancelling
-//! or completing the session changes or removes it), so a chunk costs no session reload.
+//! The hasher state after a chunk stays in memory (`Registry::warm`) for the session's next
+//! request, used only while the data file still has the size it had (another replica
+//! appending, cancelling or completing the session changes or removes it), so a chunk costs no
+//! session reload.
 
 use std::time::{Duration, SystemTime};
 
@@ -52,8 +53,9 @@ pub struct ChunkInfo {
     pub len: Option<u64>,
 }
 
-/// A session as loaded from storage: its algorithm, size and a hasher positioned at that size.
-struct Session {
+/// A session as loaded from storage, or as this process's last request on it left it (kept in
+/// `Registry::warm`, see the module docs): its algorithm, size and a hasher positioned there.
+pub(super) struct Session {
     alg: Algorithm,
     size: u64,
     hasher: Hasher,
@@ -80,11 +82,6 @@ enum Durability {
 
 /// Sessions whose hasher this process keeps in memory, at most.
 const WARM_SESSIONS: usize = 256;
-
-/// A session's state after this process's last request on it (see the module docs).
-pub(super) struct Warm {
-    session: Session,
-}
 
 impl Registry {
     /// Open a new session. `alg` is the session's digest algorithm (`?digest-algorithm=`).
@@ -173,7 +170,7 @@ impl Registry {
             .lock()
             .expect("warm sessions poisoned")
             .remove(&session_key(repo, id));
-        if let Some(Warm { session }) = warm {
+        if let Some(session) = warm {
             match self.driver.stat(&paths::upload_data(repo, id)).await {
                 Ok(fi) if fi.size == session.size => return Ok(session),
                 Ok(_) => {}
@@ -193,7 +190,7 @@ impl Registry {
                 warm.remove(&k);
             }
         }
-        warm.insert(session_key(repo, id), Warm { session });
+        warm.insert(session_key(repo, id), session);
     }
 
     fn forget_warm(&self, repo: &RepoName, id: &UploadId) {

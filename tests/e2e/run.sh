@@ -15,6 +15,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
 [ -x "$WHARF" ] || { echo "no wharf binary at $WHARF (cargo build first)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/wharf-e2e-run.XXXXXX)
+# shellcheck source=tests/e2e/lib.sh
+. "$ROOT/tests/e2e/lib.sh"
 DATA=$WORK/data
 LOG=$WORK/wharf.log
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -32,14 +34,7 @@ start_wharf() { # extra VAR=value pairs for the server's environment
   done
   echo "wharf did not start"; tail -20 "$LOG"; return 1
 }
-# Works from subshells too (the server need not be our child): kill, then wait until it is gone.
-stop_wharf() {
-  local pid
-  pid=$(cat "$WORK/pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -f "$WORK/pid"
-}
+stop_wharf() { stop_pid "$WORK/pid"; }   # works from subshells too (tests/e2e/lib.sh)
 trap 'stop_wharf; rm -rf "$WORK"' EXIT
 
 start_wharf || exit 1
@@ -95,16 +90,9 @@ gc_flow() {
   podman rmi -a -f >/dev/null 2>&1; buildah rm --all >/dev/null 2>&1
   grep -o "${WORK}/storage[^ ]*" /proc/mounts | sort -r | xargs -r umount 2>/dev/null || true
 }
-( gc_flow ) > "$WORK/gc-flow.log" 2>&1 &   # not in an if condition, which would disable set -e
-if wait $!; then
-  grep -E 'blobs:|marked' "$WORK/gc-flow.log" | sed 's/^/     /'
-  echo "ok   garbage-collect: delete by digest, dry run, real run, pull the other"
-  echo "1 passed, 0 failed"
-else
-  echo "FAIL garbage-collect flow"; sed 's/^/     | /' "$WORK/gc-flow.log" | tail -40
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+step "garbage-collect: delete by digest, dry run, real run, pull the other" gc_flow
+grep -E 'blobs:|marked' "$WORK/step.log" | sed 's/^/     /'
+summary
 stop_wharf
 
 echo "== authentication and TLS with real clients (tests/e2e/auth.sh)"
