@@ -71,6 +71,14 @@ pub enum Error {
     /// Pull-through cache: the upstream rate-limits us (429) and nothing is cached.
     #[error("too many requests: {0}")]
     TooManyRequests(String),
+    /// A limit of ours refuses the request for now (429 TOOMANYREQUESTS): too many open upload
+    /// sessions, too many failed logins. `Retry-After` says when to try again (whole seconds, at
+    /// least 1).
+    #[error("too many requests: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -100,7 +108,7 @@ impl Error {
             Error::Unauthorized { .. } => "UNAUTHORIZED",
             Error::Denied { .. } => "DENIED",
             Error::Upstream(_) => "UNAVAILABLE",
-            Error::TooManyRequests(_) => "TOOMANYREQUESTS",
+            Error::TooManyRequests(_) | Error::Throttled { .. } => "TOOMANYREQUESTS",
             Error::Internal(_) => "UNKNOWN",
         }
     }
@@ -120,7 +128,7 @@ impl Error {
             Error::Denied { .. } => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyRequests(_) | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -171,10 +179,19 @@ impl Error {
             }
             Error::RangeNotSatisfiable { size } => insert(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}")),
             Error::Unauthorized { challenge, .. } => insert(&mut h, header::WWW_AUTHENTICATE, challenge),
+            Error::Throttled { retry_after, .. } => {
+                insert(&mut h, header::RETRY_AFTER, &retry_after_secs(*retry_after))
+            }
             _ => {}
         }
         h
     }
+}
+
+/// A `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(d: std::time::Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1).to_string()
 }
 
 /// `Range: 0-<last byte>` as Distribution reports it (`0-0` for an empty upload).
@@ -218,3 +235,22 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn throttled_is_429_with_retry_after_rounded_up() {
+        let e = Error::Throttled {
+            reason: "x".into(),
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.code(), "TOOMANYREQUESTS");
+        assert_eq!(e.headers().get(header::RETRY_AFTER).unwrap(), "2");
+        assert_eq!(retry_after_secs(Duration::ZERO), "1");
+        assert_eq!(retry_after_secs(Duration::from_secs(60)), "60");
+    }
+}
