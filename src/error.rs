@@ -21,6 +21,16 @@ pub enum Error {
         size: u64,
         start: u64,
     },
+    /// A chunk whose `Content-Range` cannot describe its body: a length that overflows, or
+    /// that disagrees with `Content-Length` or with the bytes that arrived (416, with the
+    /// session's current range so the client can resume; nothing of the chunk is kept).
+    #[error("chunk refused: {reason}")]
+    ChunkRangeInvalid {
+        location: String,
+        upload_id: String,
+        size: u64,
+        reason: String,
+    },
     #[error("blob upload unknown to registry")]
     BlobUploadUnknown(String),
     /// A `Range` request header that no byte of the blob satisfies (416 with `Content-Range: bytes */size`).
@@ -89,7 +99,7 @@ impl Error {
             Error::BlobUnknown(_) => "BLOB_UNKNOWN",
             Error::BlobUploadInvalid(_) | Error::UploadRangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
             Error::BlobUploadUnknown(_) => "BLOB_UPLOAD_UNKNOWN",
-            Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
+            Error::RangeNotSatisfiable { .. } | Error::ChunkRangeInvalid { .. } => "SIZE_INVALID",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
             Error::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
             Error::ManifestInvalid(_)
@@ -120,7 +130,9 @@ impl Error {
             | Error::ManifestUnknown(_)
             | Error::NameUnknown(_)
             | Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::UploadRangeInvalid { .. } | Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::UploadRangeInvalid { .. } | Error::ChunkRangeInvalid { .. } | Error::RangeNotSatisfiable { .. } => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
             Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyTags { .. } => StatusCode::URI_TOO_LONG,
             Error::Unsupported(_) | Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -154,6 +166,7 @@ impl Error {
             Error::NameUnknown(n) => vec![json!({ "name": n })],
             Error::ManifestBlobUnknown(ds) => ds.iter().map(|d| json!({ "digest": d })).collect(),
             Error::UploadRangeInvalid { size, start, .. } => vec![json!({ "offset": size, "start": start })],
+            Error::ChunkRangeInvalid { size, .. } => vec![json!({ "offset": size })],
             Error::RangeNotSatisfiable { size } => vec![json!({ "size": size })],
             Error::Unauthorized { detail, .. } | Error::Denied { detail } if !detail.is_empty() => {
                 vec![Value::Array(detail.clone())]
@@ -168,6 +181,12 @@ impl Error {
         let mut h = HeaderMap::new();
         match self {
             Error::UploadRangeInvalid {
+                location,
+                upload_id,
+                size,
+                ..
+            }
+            | Error::ChunkRangeInvalid {
                 location,
                 upload_id,
                 size,

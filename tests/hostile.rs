@@ -148,6 +148,7 @@ async fn path_traversal_in_every_path_parameter_is_refused_and_stores_nothing() 
                 format!("/v2/ok/manifests/{e}"),
                 vec![],
                 &[
+                    "MANIFEST_UNKNOWN",
                     "MANIFEST_INVALID",
                     "NAME_INVALID",
                     "UNSUPPORTED",
@@ -614,7 +615,7 @@ async fn dribbling_and_lying_bodies_time_out_and_store_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 416);
     assert_eq!(error_codes(&r.bytes().await.unwrap()), ["SIZE_INVALID"]);
     assert_eq!(client().delete(s.url(&loc)).send().await.unwrap().status(), 204);
     assert_untouched(&s, &before, &img, "lying lengths").await;
@@ -879,4 +880,214 @@ async fn forged_replayed_and_foreign_tokens_store_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+}
+
+/// Arithmetic on client numbers: a `Content-Range` whose length does not fit in 64 bits (it
+/// wrapped to 0, so an empty body was a 202), one that disagrees with `Content-Length` or with
+/// the body, and numbers past u64 in every numeric parameter are refused with the spec's error
+/// body, and the session keeps its offset.
+#[tokio::test]
+async fn content_range_arithmetic_cannot_overflow_or_disagree_with_the_body() {
+    let (s, img) = server_with_image().await;
+    let c = client();
+    let loc = c.post(s.url("/v2/ok/blobs/uploads/")).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ten = vec![5u8; 10];
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-9")
+        .body(ten.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let max = u64::MAX;
+    // (Content-Range, body): every one must be 416 with the current offset, and keep nothing
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        (format!("0-{max}"), vec![]),
+        (format!("10-{max}"), vec![]),
+        (format!("10-{max}"), vec![1; 3]),
+        (format!("bytes 10-{max}/*"), vec![]),
+        ("10-19".into(), vec![1; 3]),
+        ("10-19".into(), vec![1; 11]),
+        ("10-10".into(), vec![]),
+    ];
+    for (range, body) in &cases {
+        let r = c
+            .patch(s.url(&loc))
+            .header("content-range", range)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 416, "{range} with {} bytes", body.len());
+        assert_eq!(r.headers()["range"], "0-9", "{range}");
+        assert_eq!(r.headers()["location"].to_str().unwrap(), loc);
+        let codes = error_codes(&r.bytes().await.unwrap());
+        assert!(
+            codes == ["SIZE_INVALID"] || codes == ["BLOB_UPLOAD_INVALID"],
+            "{range}: {codes:?}"
+        );
+        // the same on the closing PUT
+        let d = sha256_digest(&[ten.as_slice(), body].concat());
+        let r = c
+            .put(s.url(&format!("{loc}?digest={d}")))
+            .header("content-range", range)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 416, "closing PUT {range} with {} bytes", body.len());
+        let st = c.get(s.url(&loc)).send().await.unwrap();
+        assert_eq!(st.status(), 204);
+        assert_eq!(st.headers()["range"], "0-9", "after {range}: the offset did not move");
+    }
+    // Content-Length disagreeing with Content-Range, refused before the body is read (raw TCP:
+    // reqwest would not send a lying Content-Length)
+    let (code, text) = raw(
+        s.addr,
+        format!("PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Range: 10-19\r\nContent-Length: 4\r\n\r\nabcd")
+            .as_bytes(),
+        SAFETY,
+    );
+    assert_eq!(code, 416, "{text}");
+    assert_eq!(raw_codes(&text), ["SIZE_INVALID"]);
+    // numbers past u64 are malformed, not wrapped
+    for range in ["0-18446744073709551616", "18446744073709551616-18446744073709551617"] {
+        let r = c
+            .patch(s.url(&loc))
+            .header("content-range", range)
+            .body(vec![1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{range}");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), ["BLOB_UPLOAD_INVALID"]);
+    }
+    // the session still completes from where it was
+    let rest = vec![6u8; 5];
+    let all = [ten.as_slice(), &rest].concat();
+    let r = c
+        .put(s.url(&format!("{loc}?digest={}", sha256_digest(&all))))
+        .header("content-range", "10-14")
+        .body(rest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        get(&c, &s.url(&format!("/v2/ok/blobs/{}", sha256_digest(&all))))
+            .await
+            .1,
+        all
+    );
+    // the other client numbers: Range on blob GET, n on listings
+    let cfg = sha256_digest(&img.config);
+    for range in [
+        format!("bytes=0-{max}"),
+        format!("bytes=-{max}"),
+        "bytes=0-18446744073709551616".to_owned(),
+        "bytes=-18446744073709551616".to_owned(),
+    ] {
+        let r = c
+            .get(s.url(&format!("/v2/ok/blobs/{cfg}")))
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 200 || r.status() == 206, "{range}: {}", r.status());
+        assert_eq!(r.bytes().await.unwrap(), img.config, "{range}");
+    }
+    let r = c
+        .get(s.url(&format!("/v2/ok/blobs/{cfg}")))
+        .header("range", format!("bytes={max}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    for q in [
+        format!("n={max}"),
+        format!("n={max}&last=a"),
+        "n=18446744073709551616".into(),
+        "n=-1".into(),
+    ] {
+        for path in ["/v2/_catalog", "/v2/ok/tags/list"] {
+            let r = c.get(s.url(&format!("{path}?{q}"))).send().await.unwrap();
+            let status = r.status();
+            let body = r.bytes().await.unwrap();
+            assert!(status == 200 || status == 400, "{path}?{q}: {status}");
+            if status == 400 {
+                assert!(!error_codes(&body).is_empty(), "{path}?{q}: no error body");
+            }
+        }
+    }
+}
+
+/// A reference that is neither a valid tag nor a valid digest names no manifest: GET, HEAD and
+/// DELETE answer 404 MANIFEST_UNKNOWN (registry:2's 404; the OCI conformance suite's
+/// `.INVALID_MANIFEST_NAME`), and only a PUT is refused as invalid (400). With auth on, the
+/// caller is challenged first, as for any other reference.
+#[tokio::test]
+async fn a_reference_neither_tag_nor_digest_is_unknown_to_reads_and_invalid_to_puts() {
+    let (s, img) = server_with_image().await;
+    let c = client();
+    let long = "t".repeat(129);
+    for reference in [".INVALID_MANIFEST_NAME", "-dash", "sha256:nothex", "sha256:", &long] {
+        let path = format!("/v2/ok/manifests/{reference}");
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let r = c.request(method.clone(), s.url(&path)).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{method} {reference}");
+            assert_eq!(
+                error_codes(&r.bytes().await.unwrap()),
+                ["MANIFEST_UNKNOWN"],
+                "{method} {reference}"
+            );
+        }
+        let r = c.head(s.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "HEAD {reference}");
+        let r = c
+            .put(s.url(&path))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(img.manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "PUT {reference}");
+        let codes = error_codes(&r.bytes().await.unwrap());
+        assert!(
+            codes == ["MANIFEST_INVALID"] || codes == ["DIGEST_INVALID"],
+            "PUT {reference}: {codes:?}"
+        );
+    }
+    assert_pulls(&c, &s, "ok", "v1", &img).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, htpasswd(&[("alice", "pw-a")])).unwrap();
+    let s = Server::start_with(
+        &format!(
+            "[auth.htpasswd]\nrealm = \"r\"\npath = {:?}\n",
+            file.display().to_string()
+        ),
+        &[],
+    );
+    let r = c
+        .get(s.url("/v2/ok/manifests/.INVALID_MANIFEST_NAME"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "an anonymous caller is challenged before anything else"
+    );
+    let r = c
+        .get(s.url("/v2/ok/manifests/.INVALID_MANIFEST_NAME"))
+        .basic_auth("alice", Some("pw-a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

@@ -128,12 +128,12 @@ proptest! {
     fn routes_never_panic_and_only_carry_valid_names(tail in hostile_text()) {
         for path in [format!("/v2/{tail}"), format!("/v2/a/{tail}"), tail.clone()] {
             if let Ok(r) = route::parse(&path) {
-                let name = match &r {
-                    V2Route::Tags { name } | V2Route::Manifest { name, .. } | V2Route::Blob { name, .. }
-                    | V2Route::UploadStart { name } | V2Route::Upload { name, .. }
-                    | V2Route::Referrers { name, .. } => Some(name.as_str().to_owned()),
-                    V2Route::Base | V2Route::Catalog => None,
-                };
+                let name = r.name().map(|n| n.as_str().to_owned());
+                // a reference kept as invalid is neither a tag nor a digest (so it is unknown)
+                if let V2Route::BadReference { reference, .. } = &r {
+                    prop_assert!(Tag::parse(reference).is_none());
+                    prop_assert!(reference.parse::<Digest>().is_err());
+                }
                 if let Some(n) = name {
                     prop_assert!(RepoName::parse(&n).is_ok());
                     let prefix = format!("/v2/{n}/");
@@ -175,17 +175,34 @@ proptest! {
 
     #[test]
     fn content_range_round_trips(s in hostile_text(), start in 0u64..u64::MAX / 2, len in 1u64..1 << 40) {
-        if let Ok((a, l)) = parse_content_range(&s) {
+        if let Ok((a, Some(l))) = parse_content_range(&s) {
             prop_assert!(l >= 1);
             prop_assert!(a.checked_add(l - 1).is_some());
         }
         let end = start + len - 1;
         for v in [format!("{start}-{end}"), format!("bytes {start}-{end}/*"), format!("bytes={start}-{end}")] {
-            prop_assert_eq!(parse_content_range(&v).unwrap(), (start, len));
+            prop_assert_eq!(parse_content_range(&v).unwrap(), (start, Some(len)));
         }
         if len > 1 {
             let backwards = format!("{end}-{start}");
             prop_assert!(parse_content_range(&backwards).is_err());
+        }
+    }
+
+    /// Arithmetic on client numbers: over the whole u64 domain, a chunk's length is exact when it
+    /// fits and `None` (refused with 416) when it does not; nothing wraps, nothing panics.
+    #[test]
+    fn content_range_lengths_never_wrap(a in any::<u64>(), b in any::<u64>(), edge in 0u64..4) {
+        for (start, end) in [(a, b), (a.min(edge), u64::MAX - edge.min(1)), (edge, u64::MAX)] {
+            match parse_content_range(&format!("{start}-{end}")) {
+                Ok((s, len)) => {
+                    prop_assert!(end >= start);
+                    prop_assert_eq!(s, start);
+                    let exact = u128::from(end) - u128::from(start) + 1;
+                    prop_assert_eq!(len.map(u128::from), (exact <= u128::from(u64::MAX)).then_some(exact));
+                }
+                Err(_) => prop_assert!(end < start),
+            }
         }
     }
 

@@ -199,7 +199,8 @@ async fn a_chunk_shorter_than_its_content_range_is_rejected_and_discarded() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["range"], "0-0");
     assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["SIZE_INVALID"]);
     let r = client().get(s.url(&l)).send().await.unwrap();
     assert_eq!(r.headers()["range"], "0-0", "the offset did not move");

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let RangeRequest::Partial(a, b) = parse_range(Some(s), size) {
         assert!(a < b && b <= size, "{s:?} on {size}: {a}..{b}");
     }
-    if let Ok((start, len)) = parse_content_range(s) {
+    if let Ok((start, Some(len))) = parse_content_range(s) {
         assert!(len >= 1);
         assert!(start.checked_add(len - 1).is_some());
     }

@@ -59,8 +59,9 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 
 /// `Content-Range` on an upload chunk: `<start>-<end>` inclusive (the spec's `^[0-9]+-[0-9]+$`;
 /// a `bytes ` prefix and a `/<total>` suffix, as some clients send, are tolerated).
-/// Returns (start, length).
-pub fn parse_content_range(v: &str) -> Result<(u64, u64)> {
+/// Returns (start, length); the length is `None` when it does not fit in a `u64` (`0-18446744073709551615`
+/// covers 2^64 bytes), which no body can have: the caller refuses it with 416.
+pub fn parse_content_range(v: &str) -> Result<(u64, Option<u64>)> {
     let bad = || Error::BlobUploadInvalid(format!("invalid Content-Range {v:?}: expected <start>-<end>"));
     let s = v.trim();
     let s = s
@@ -79,7 +80,7 @@ pub fn parse_content_range(v: &str) -> Result<(u64, u64)> {
     if end < start {
         return Err(bad());
     }
-    Ok((start, end - start + 1))
+    Ok((start, (end - start).checked_add(1)))
 }
 
 #[cfg(test)]
@@ -106,8 +107,14 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-9").unwrap(), (0, 10));
-        assert_eq!(parse_content_range("bytes 10-19/*").unwrap(), (10, 10));
+        assert_eq!(parse_content_range("0-9").unwrap(), (0, Some(10)));
+        assert_eq!(parse_content_range("bytes 10-19/*").unwrap(), (10, Some(10)));
+        assert_eq!(parse_content_range("0-18446744073709551615").unwrap(), (0, None));
+        assert_eq!(
+            parse_content_range("1-18446744073709551615").unwrap(),
+            (1, Some(u64::MAX))
+        );
+        assert!(parse_content_range("0-18446744073709551616").is_err());
         assert!(parse_content_range("9-0").is_err());
         assert!(parse_content_range("-5").is_err());
         assert!(parse_content_range("a-b").is_err());

@@ -143,6 +143,17 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Manifest { name, reference }, &Method::HEAD) => manifests::get(app, name, reference, h, true).await,
         (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
+        (BadReference { reference, .. }, &Method::GET | &Method::HEAD | &Method::DELETE) => {
+            Err(Error::ManifestUnknown(reference.clone()))
+        }
+        (BadReference { reference, .. }, &Method::PUT) => {
+            drain_refused(body).await;
+            Err(if reference.contains(':') {
+                Error::DigestInvalid(format!("invalid digest {reference:?}"))
+            } else {
+                Error::TagInvalid(format!("invalid tag {reference:?}"))
+            })
+        }
         (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
         (Catalog, &Method::GET | &Method::HEAD) => {
             listing::catalog(app, &q, &|repo| app.auth.catalog_shows(&caller, repo)).await

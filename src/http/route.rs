@@ -29,12 +29,35 @@ impl std::fmt::Display for Reference {
 pub enum V2Route {
     Base,
     Catalog,
-    Tags { name: RepoName },
-    Manifest { name: RepoName, reference: Reference },
-    Blob { name: RepoName, digest: Digest },
-    UploadStart { name: RepoName },
-    Upload { name: RepoName, id: UploadId },
-    Referrers { name: RepoName, digest: Digest },
+    Tags {
+        name: RepoName,
+    },
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    /// `/v2/<name>/manifests/<reference>` where the reference is neither a valid tag nor a valid
+    /// digest. No such manifest can exist, so reads and deletes answer 404 MANIFEST_UNKNOWN (as
+    /// registry:2 does); only a PUT is told its tag or digest is invalid (400).
+    BadReference {
+        name: RepoName,
+        reference: String,
+    },
+    Blob {
+        name: RepoName,
+        digest: Digest,
+    },
+    UploadStart {
+        name: RepoName,
+    },
+    Upload {
+        name: RepoName,
+        id: UploadId,
+    },
+    Referrers {
+        name: RepoName,
+        digest: Digest,
+    },
 }
 
 impl V2Route {
@@ -44,7 +67,7 @@ impl V2Route {
             V2Route::Base => "base",
             V2Route::Catalog => "catalog",
             V2Route::Tags { .. } => "tags",
-            V2Route::Manifest { .. } => "manifest",
+            V2Route::Manifest { .. } | V2Route::BadReference { .. } => "manifest",
             V2Route::Blob { .. } => "blob",
             V2Route::UploadStart { .. } => "upload_start",
             V2Route::Upload { .. } => "upload",
@@ -60,6 +83,7 @@ impl V2Route {
             V2Route::Base | V2Route::Catalog => None,
             V2Route::Tags { name }
             | V2Route::Manifest { name, .. }
+            | V2Route::BadReference { name, .. }
             | V2Route::Blob { name, .. }
             | V2Route::UploadStart { name }
             | V2Route::Upload { name, .. }
@@ -127,11 +151,17 @@ pub fn parse(path: &str) -> Result<V2Route> {
     if let Some(n) = head.strip_suffix("/manifests") {
         let name = name(n)?;
         let reference = if last.contains(':') {
-            Reference::Digest(digest(last)?)
+            last.parse().ok().map(Reference::Digest)
         } else {
-            Reference::Tag(Tag::parse(last).ok_or_else(|| Error::TagInvalid(format!("invalid tag {last:?}")))?)
+            Tag::parse(last).map(Reference::Tag)
         };
-        return Ok(V2Route::Manifest { name, reference });
+        return Ok(match reference {
+            Some(reference) => V2Route::Manifest { name, reference },
+            None => V2Route::BadReference {
+                name,
+                reference: last.to_owned(),
+            },
+        });
     }
     if let Some(n) = head.strip_suffix("/referrers") {
         let name = name(n)?;
@@ -206,5 +236,18 @@ mod tests {
             Err(Error::BlobUploadUnknown(_))
         ));
         assert!(matches!(parse("/v2/a/nothing"), Err(Error::NotFound(_))));
+        for r in [
+            ".INVALID_MANIFEST_NAME",
+            "sha256:xyz",
+            "-x",
+            "%2e%2e",
+            "a%2Fb",
+            &"t".repeat(129),
+        ] {
+            assert!(
+                matches!(parse(&format!("/v2/a/manifests/{r}")), Ok(V2Route::BadReference { reference, .. }) if reference == r),
+                "{r}"
+            );
+        }
     }
 }

@@ -66,9 +66,15 @@ fn chunk_info(headers: &HeaderMap) -> Result<ChunkInfo> {
                 .to_str()
                 .map_err(|_| Error::BlobUploadInvalid("Content-Range is not ASCII".into()))?;
             let (start, len) = parse_content_range(v)?;
+            let invalid = match (len, content_length(headers)) {
+                (None, _) => Some("the Content-Range covers more bytes than a request can carry"),
+                (Some(len), Some(cl)) if cl != len => Some("the Content-Length disagrees with the Content-Range"),
+                _ => None,
+            };
             Ok(ChunkInfo {
                 start: Some(start),
-                len: Some(len),
+                len,
+                invalid,
             })
         }
     }

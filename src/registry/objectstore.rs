@@ -170,7 +170,7 @@ impl Registry {
         location: &str,
     ) -> Result<UploadStatus> {
         let (state, version) = self.mp_load(repo, id).await?;
-        check_start(state.size, chunk, id, location)?;
+        chunk.check(state.size, id, location)?;
         let tail = self.mp_tail(repo, id, &state).await?;
         let mut parts = Parts {
             key: paths::upload_data(repo, id),
@@ -207,10 +207,7 @@ impl Registry {
             && len != streamed.received
         {
             abandon(&parts).await;
-            return Err(Error::SizeInvalid(format!(
-                "Content-Range announced {len} bytes but the body had {}; the chunk was discarded",
-                streamed.received
-            )));
+            return Err(chunk.length_mismatch(state.size, id, location, streamed.received));
         }
         // Commit: a new tail object, then the state naming it (conditionally), then drop the old tail.
         let new_tail = if streamed.rest_len > 0 {
@@ -281,7 +278,7 @@ impl Registry {
         let (state, tail) = match session {
             Some((id, location)) => {
                 let (state, _) = self.mp_load(repo, id).await?;
-                check_start(state.size, chunk, id, location)?;
+                chunk.check(state.size, id, location)?;
                 let tail = self.mp_tail(repo, id, &state).await?;
                 (state, tail)
             }
@@ -331,10 +328,14 @@ impl Registry {
             && len != streamed.received
         {
             fail(&parts).await;
-            return Err(Error::SizeInvalid(format!(
-                "Content-Range announced {len} bytes but the body had {}; the chunk was discarded",
-                streamed.received
-            )));
+            return Err(match session {
+                Some((id, location)) => chunk.length_mismatch(state.size, id, location, streamed.received),
+                // A one-request upload has no session to resume.
+                None => Error::SizeInvalid(format!(
+                    "the request announced {len} bytes but the body had {}",
+                    streamed.received
+                )),
+            });
         }
         let size = state.size + streamed.received;
         let mp = self.driver.multipart().expect("object store");
@@ -551,18 +552,6 @@ fn digest_mismatch(computed: &Digest, digest: &Digest) -> Error {
     Error::DigestInvalid(format!(
         "the uploaded content has digest {computed}, not {digest}; the upload was discarded"
     ))
-}
-
-fn check_start(size: u64, chunk: ChunkInfo, id: &UploadId, location: &str) -> Result<()> {
-    match chunk.start {
-        Some(start) if start != size => Err(Error::UploadRangeInvalid {
-            location: location.to_owned(),
-            upload_id: id.to_string(),
-            size,
-            start,
-        }),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

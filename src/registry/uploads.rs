@@ -51,6 +51,51 @@ pub struct ChunkInfo {
     pub start: Option<u64>,
     /// Length the chunk must have (from `Content-Range`).
     pub len: Option<u64>,
+    /// Why the request's numbers cannot describe its body (a `Content-Range` whose length
+    /// overflows, a `Content-Length` that disagrees with it): refused with 416 before any
+    /// byte is read.
+    pub invalid: Option<&'static str>,
+}
+
+impl ChunkInfo {
+    /// The chunk against a session now at `size`: 416 with the session's range when it does
+    /// not start there, or when its numbers cannot describe its body.
+    pub(super) fn check(&self, size: u64, id: &UploadId, location: &str) -> Result<()> {
+        if let Some(start) = self.start
+            && start != size
+        {
+            return Err(Error::UploadRangeInvalid {
+                location: location.to_owned(),
+                upload_id: id.to_string(),
+                size,
+                start,
+            });
+        }
+        if let Some(reason) = self.invalid {
+            return Err(self.refused(size, id, location, reason.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The 416 for a chunk whose body did not have the length its `Content-Range` announced.
+    pub(super) fn length_mismatch(&self, size: u64, id: &UploadId, location: &str, received: u64) -> Error {
+        let len = self.len.unwrap_or_default();
+        self.refused(
+            size,
+            id,
+            location,
+            format!("Content-Range announced {len} bytes but the body had {received}; the chunk was discarded"),
+        )
+    }
+
+    fn refused(&self, size: u64, id: &UploadId, location: &str, reason: String) -> Error {
+        Error::ChunkRangeInvalid {
+            location: location.to_owned(),
+            upload_id: id.to_string(),
+            size,
+            reason,
+        }
+    }
 }
 
 /// A session as loaded from storage, or as this process's last request on it left it (kept in
@@ -139,7 +184,7 @@ impl Registry {
         }
         let session = self.resume_session(repo, id, chunk, location).await?;
         let session = self
-            .write_body(repo, id, session, body, chunk.len, Durability::Lagged)
+            .write_body(repo, id, session, body, chunk, Some(location), Durability::Lagged)
             .await?;
         let size = session.size;
         self.keep_warm(repo, id, session);
@@ -155,7 +200,7 @@ impl Registry {
         location: &str,
     ) -> Result<Session> {
         let session = self.current_session(repo, id).await?;
-        if let Err(e) = check_start(&session, chunk, id, location) {
+        if let Err(e) = chunk.check(session.size, id, location) {
             self.keep_warm(repo, id, session);
             return Err(e);
         }
@@ -219,7 +264,7 @@ impl Registry {
         let session = self.resume_session(repo, id, chunk, location).await?;
         // The session ends here, so its hash state need not be checkpointed.
         let session = self
-            .write_body(repo, id, session, body, chunk.len, Durability::Final)
+            .write_body(repo, id, session, body, chunk, Some(location), Durability::Final)
             .await?;
         self.complete_upload(repo, id, digest, session).await
     }
@@ -265,7 +310,10 @@ impl Registry {
     ) -> Result<BlobInfo> {
         if self.driver.multipart().is_some() {
             self.check_gc_lock().await?;
-            let chunk = ChunkInfo { start: None, len };
+            let chunk = ChunkInfo {
+                len,
+                ..ChunkInfo::default()
+            };
             return self.mp_finish(repo, None, digest, chunk, body).await;
         }
         // A one-request upload needs no session files: nobody can resume or query it.
@@ -278,7 +326,14 @@ impl Registry {
             checkpoints: Vec::new(),
             pending: None,
         };
-        let result = match self.write_body(repo, &id, fresh, body, len, Durability::Final).await {
+        let expected = ChunkInfo {
+            len,
+            ..ChunkInfo::default()
+        };
+        let result = match self
+            .write_body(repo, &id, fresh, body, expected, None, Durability::Final)
+            .await
+        {
             Ok(session) => self.complete_upload(repo, &id, digest, session).await,
             Err(e) => Err(e),
         };
@@ -409,13 +464,15 @@ impl Registry {
     /// module docs); a rejected, failed or interrupted one, and every [`Durability::Final`]
     /// body, is flushed before the answer (an interrupted one is also checkpointed, so the
     /// client can resume without a rehash).
+    #[allow(clippy::too_many_arguments)]
     async fn write_body(
         &self,
         repo: &RepoName,
         id: &UploadId,
         session: Session,
         mut body: BodyStream,
-        expected_len: Option<u64>,
+        expected: ChunkInfo,
+        location: Option<&str>,
         mode: Durability,
     ) -> Result<Session> {
         let Session {
@@ -480,7 +537,7 @@ impl Registry {
         let hasher = hashing.await.map_err(|e| Error::Internal(e.to_string()))?;
 
         let received = writer.size() - start;
-        let rollback = written.is_err() || (interrupted.is_none() && expected_len.is_some_and(|len| len != received));
+        let rollback = written.is_err() || (interrupted.is_none() && expected.len.is_some_and(|len| len != received));
         let lagged = mode == Durability::Lagged && !rollback && interrupted.is_none();
 
         // The previous chunk's flush has had this whole request to finish. Once it has, the
@@ -528,10 +585,14 @@ impl Registry {
             }
         }
         if rollback {
-            let len = expected_len.unwrap_or_default();
-            return Err(Error::SizeInvalid(format!(
-                "Content-Range announced {len} bytes but the body had {received}; the chunk was discarded"
-            )));
+            return Err(match location {
+                Some(location) => expected.length_mismatch(start, id, location, received),
+                // A one-request upload has no session to resume.
+                None => Error::SizeInvalid(format!(
+                    "the request announced {} bytes but the body had {received}",
+                    expected.len.unwrap_or_default()
+                )),
+            });
         }
         let size = writer.size();
         if let Some(why) = interrupted {
@@ -593,18 +654,6 @@ impl Registry {
 
 fn session_key(repo: &RepoName, id: &UploadId) -> String {
     format!("{repo}/{id}")
-}
-
-fn check_start(session: &Session, chunk: ChunkInfo, id: &UploadId, location: &str) -> Result<()> {
-    match chunk.start {
-        Some(start) if start != session.size => Err(Error::UploadRangeInvalid {
-            location: location.to_owned(),
-            upload_id: id.to_string(),
-            size: session.size,
-            start,
-        }),
-        _ => Ok(()),
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {

@@ -96,6 +96,24 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
                 Ok(())
             })
         }),
+        (
+            "pull.manifest-by-a-reference-neither-tag-nor-digest-returns-404-manifest-unknown",
+            |c| {
+                Box::pin(async move {
+                    // The OCI conformance suite's `.INVALID_MANIFEST_NAME`: no manifest can have such a
+                    // reference, so it is unknown (only a PUT is told its tag is invalid).
+                    let repo = c.repo("pull-invalid-ref");
+                    c.pushed_image(&repo, "v1", 7).await?;
+                    for reference in [".INVALID_MANIFEST_NAME", "sha256:not-hex", "-dash-first"] {
+                        let path = format!("/v2/{repo}/manifests/{reference}");
+                        expect_error(c.get(&path).await?, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await?;
+                        let r = c.send(c.req(Method::HEAD, &path)).await?;
+                        ensure!(r.status() == StatusCode::NOT_FOUND, "HEAD {reference}: {}", r.status());
+                    }
+                    Ok(())
+                })
+            },
+        ),
         ("pull.nonexistent-repository-returns-404", |c| {
             Box::pin(async move {
                 let r = c.get(&format!("/v2/{}/manifests/v1", c.repo("never-pushed"))).await?;
