@@ -760,3 +760,83 @@ async fn a_cached_repository_serves_only_blobs_its_upstream_confirms() {
             .any(|d| f.contains(d.strip_prefix("sha256:").unwrap()))
     }));
 }
+
+/// Issue 17, item 3: concurrent pulls share one transfer per digest, but a transfer through
+/// one cached repository does not make the blob another's: a request for the same digest
+/// through a repository whose upstream lacks it, made while the transfer runs, is 404.
+#[tokio::test]
+async fn a_transfer_through_one_cached_repository_does_not_serve_the_blob_to_another() {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    let blob = random_bytes(5000, 51);
+    let digest = sha256_digest(&blob);
+    // The upstream has the blob in `a` only; its GET waits until the test releases it.
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().fallback({
+        let (blob, digest) = (blob.clone(), digest.clone());
+        move |req: axum::extract::Request| {
+            let (blob, digest, mut release, seen) = (blob.clone(), digest.clone(), release_rx.clone(), seen_tx.clone());
+            async move {
+                let _ = seen.send(format!("{} {}", req.method(), req.uri().path()));
+                if req.uri().path() != format!("/v2/a/blobs/{digest}") {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+                let headers = [
+                    ("docker-content-digest", digest),
+                    ("content-length", blob.len().to_string()),
+                ];
+                if req.method() == Method::HEAD {
+                    return (headers, axum::body::Body::empty()).into_response();
+                }
+                let _ = release.wait_for(|r| *r).await;
+                (headers, blob).into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cache = Server::start_with(&format!("[proxy]\nremoteurl = \"{url}\"\n"), &[]);
+    let base = cache.url("");
+
+    let a = tokio::spawn({
+        let (base, digest) = (base.clone(), digest.clone());
+        async move { pull_blob(&base, "a", &digest).await }
+    });
+    // The transfer for `a` is running (and held) once the upstream has its GET.
+    let want = format!("GET /v2/a/blobs/{digest}");
+    while seen_rx.recv().await.unwrap() != want {}
+    let b = tokio::spawn({
+        let base = base.clone();
+        let digest = digest.clone();
+        async move {
+            let r = client()
+                .get(format!("{base}/v2/b/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    });
+    // (give `b` the time to join the transfer; either way its answer must be the same)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release_tx.send(true).unwrap();
+    assert_eq!(a.await.unwrap(), Ok(digest.clone()));
+    let (status, body) = b.await.unwrap();
+    assert_eq!(status, 404, "`b` was served the blob its upstream lacks");
+    assert_eq!(error_codes(&body), vec!["BLOB_UNKNOWN"]);
+    let r = client()
+        .head(format!("{base}/v2/b/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let links: Vec<String> = files_under(&cache.root())
+        .into_iter()
+        .filter(|f| f.contains(hex) && f.ends_with("/link"))
+        .collect();
+    assert_eq!(links.len(), 1, "linked into `a` only: {links:?}");
+    assert!(links[0].contains("repositories/a/_layers/"), "{links:?}");
+}
