@@ -10,6 +10,12 @@
 //!   request streams it as it arrives, the others wait for the commit and read the store. The
 //!   client streaming it never receives the last chunk before the digest has verified, so a
 //!   mismatch cuts its body with an error instead of ending it cleanly on bad bytes.
+//! - **Only what the upstream serves.** A cached repository gains a blob link in two ways only:
+//!   bytes fetched from its own upstream, or a stored copy (pushed to another repository,
+//!   fetched through another) after its upstream answered a HEAD for that digest, and that
+//!   repository, with 200 ([`Proxy::confirm`]). A blob it lacks is never served, and never
+//!   revealed, on the strength of a copy stored elsewhere: the answer is the upstream's (404
+//!   `BLOB_UNKNOWN`, or 502 when it is down), as for a digest stored nowhere.
 //! - **Manifests by digest** are verified against the digest and cached for good.
 //! - **Tags** are served from the store for `ttl` after the upstream last confirmed them, then
 //!   checked with a HEAD (a changed digest fetches the new manifest). When the upstream is down
