@@ -572,3 +572,271 @@ async fn a_rate_limiting_upstream_gets_the_cached_tag_served_with_a_warning() {
     let r = get_manifest(&base, "app", "v1").await;
     assert!(r.headers().get("warning").is_none());
 }
+
+/// Issue 17, item 3: a cached repository serves a blob only when its own upstream has it for
+/// that repository. Bytes stored for any other reason (a private push, another upstream
+/// repository) are neither served nor revealed through it; once the upstream confirms the
+/// blob, the stored copy is linked and served without a second transfer.
+#[tokio::test]
+async fn a_cached_repository_serves_only_blobs_its_upstream_confirms() {
+    let mut up = start_token_upstream("5m");
+    up.push("lib/app", "v1", 41).await;
+    up.push("lib/other", "v1", 42).await;
+    // A blob the upstream has in lib/app (and not in lib/other); someone also pushed it here.
+    let shared = random_bytes(3000, 77);
+    let shared_d = sha256_digest(&shared);
+    let cred = up.token("lib/app").await;
+    let r = cred
+        .apply(client().post(format!("{}/v2/lib/app/blobs/uploads/?digest={shared_d}", up.url())))
+        .body(shared.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, htpasswd(&[("owner", "opw")])).unwrap();
+    let cache = Server::start_with(
+        &format!(
+            "[auth.htpasswd]\nrealm = \"cache\"\npath = {:?}\n\
+             [[auth.access]]\nrepositories = [\"up/**\"]\nanonymous = true\nusers = [\"*\"]\nactions = [\"pull\"]\n\
+             [[auth.access]]\nrepositories = [\"private/**\"]\nusers = [\"owner\"]\nactions = [\"*\"]\n\
+             [[proxy.upstream]]\nprefix = \"up/\"\nurl = \"{}\"\nusername = \"mirror\"\npassword = \"mpw\"\n",
+            users.display().to_string(),
+            up.url()
+        ),
+        &[],
+    );
+    let base = cache.url("");
+    let owner = Cred::basic("owner", "opw");
+    // The owner's private content on the cache server: an image, a loose blob, the shared blob.
+    let private_manifest = push_image(&client(), &base, "private/secret", "v1", &owner, 43)
+        .await
+        .unwrap();
+    let r = owner
+        .apply(client().get(format!("{base}/v2/private/secret/manifests/v1")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    let mut private_blobs = blobs_of(&r.bytes().await.unwrap());
+    for bytes in [random_bytes(3000, 66), shared.clone()] {
+        let d = sha256_digest(&bytes);
+        let r = owner
+            .apply(client().post(format!("{base}/v2/private/secret/blobs/uploads/?digest={d}")))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        private_blobs.push(d);
+    }
+    private_blobs.pop(); // (the shared one: checked below)
+    let anon_private = client()
+        .get(format!("{base}/v2/private/secret/blobs/{}", private_blobs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon_private.status(), 401, "anonymous callers may not pull private/");
+
+    // What an anonymous caller gets through the cache for a digest stored nowhere...
+    let nowhere = sha256_digest(b"stored nowhere");
+    let r = client()
+        .get(format!("{base}/v2/up/lib/app/blobs/{nowhere}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UNKNOWN"]);
+    // ... is exactly what it gets for the private ones: GET, Range GET, HEAD, concurrent GETs.
+    for d in &private_blobs {
+        let url = format!("{base}/v2/up/lib/app/blobs/{d}");
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "GET {d}");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UNKNOWN"]);
+        let r = client().get(&url).header("range", "bytes=0-9").send().await.unwrap();
+        assert_eq!(r.status(), 404, "Range GET {d}");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UNKNOWN"]);
+        let r = client().head(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "HEAD {d}: no existence oracle");
+        let gets: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let r = client().get(&url).send().await.unwrap();
+                    (r.status().as_u16(), error_codes(&r.bytes().await.unwrap()))
+                })
+            })
+            .collect();
+        for g in gets {
+            assert_eq!(
+                g.await.unwrap(),
+                (404, vec!["BLOB_UNKNOWN".to_owned()]),
+                "concurrent GET {d}"
+            );
+        }
+    }
+    // The private manifest is not served by digest either.
+    let r = get_manifest(&base, "up/lib/app", &private_manifest).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["MANIFEST_UNKNOWN"]);
+    // Nothing was linked into the cached repository, so nothing can be mounted out of it.
+    let cached_links = |root: &std::path::Path| -> Vec<String> {
+        files_under(root)
+            .into_iter()
+            .filter(|f| f.contains("repositories/up/"))
+            .collect()
+    };
+    for d in &private_blobs {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        assert!(
+            !cached_links(&cache.root()).iter().any(|f| f.contains(hex)),
+            "{d} was linked into up/lib/app"
+        );
+        let r = owner
+            .apply(client().post(format!(
+                "{base}/v2/private/other/blobs/uploads/?mount={d}&from=up/lib/app"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{d} is not mountable from up/lib/app");
+    }
+
+    // The upstream has the shared blob in lib/app: confirmed with a HEAD, then the stored copy
+    // is linked and served; no transfer, one copy on disk.
+    let heads = requests(&up.s, "HEAD", BLOB_ROUTE, 200).await;
+    let r = client()
+        .head(format!("{base}/v2/up/lib/app/blobs/{shared_d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], shared.len().to_string().as_str());
+    assert_eq!(pull_blob(&base, "up/lib/app", &shared_d).await, Ok(shared_d.clone()));
+    assert_eq!(
+        requests(&up.s, "HEAD", BLOB_ROUTE, 200).await,
+        heads + 1,
+        "one confirmation"
+    );
+    assert_eq!(requests(&up.s, "GET", BLOB_ROUTE, 200).await, 0, "no transfer");
+    let hex = shared_d.strip_prefix("sha256:").unwrap();
+    let copies: Vec<String> = files_under(&cache.root())
+        .into_iter()
+        .filter(|f| f.contains(hex) && f.ends_with("/data"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(
+        cached_links(&cache.root())
+            .iter()
+            .any(|f| f.contains(&format!("up/lib/app/_layers/sha256/{hex}/link"))),
+        "the confirmed blob is linked"
+    );
+    // Confirmed for lib/app is not confirmed for lib/other, although both come from one
+    // upstream and the store has the bytes.
+    for head in [true, false] {
+        let url = format!("{base}/v2/up/lib/other/blobs/{shared_d}");
+        let r = if head { client().head(&url) } else { client().get(&url) }
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "lib/other (head: {head})");
+    }
+
+    // The upstream goes away: what was confirmed is still served; what never was is not.
+    up.s.kill();
+    assert_eq!(pull_blob(&base, "up/lib/app", &shared_d).await, Ok(shared_d.clone()));
+    for d in private_blobs.iter().chain([&nowhere]) {
+        let url = format!("{base}/v2/up/lib/app/blobs/{d}");
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 502, "GET {d} with the upstream down");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["UNAVAILABLE"]);
+        assert_eq!(client().head(&url).send().await.unwrap().status(), 502, "HEAD {d}");
+    }
+    assert!(!cached_links(&cache.root()).iter().any(|f| {
+        private_blobs
+            .iter()
+            .any(|d| f.contains(d.strip_prefix("sha256:").unwrap()))
+    }));
+}
+
+/// Issue 17, item 3: concurrent pulls share one transfer per digest, but a transfer through
+/// one cached repository does not make the blob another's: a request for the same digest
+/// through a repository whose upstream lacks it, made while the transfer runs, is 404.
+#[tokio::test]
+async fn a_transfer_through_one_cached_repository_does_not_serve_the_blob_to_another() {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    let blob = random_bytes(5000, 51);
+    let digest = sha256_digest(&blob);
+    // The upstream has the blob in `a` only; its GET waits until the test releases it.
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().fallback({
+        let (blob, digest) = (blob.clone(), digest.clone());
+        move |req: axum::extract::Request| {
+            let (blob, digest, mut release, seen) = (blob.clone(), digest.clone(), release_rx.clone(), seen_tx.clone());
+            async move {
+                let _ = seen.send(format!("{} {}", req.method(), req.uri().path()));
+                if req.uri().path() != format!("/v2/a/blobs/{digest}") {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+                let headers = [
+                    ("docker-content-digest", digest),
+                    ("content-length", blob.len().to_string()),
+                ];
+                if req.method() == Method::HEAD {
+                    return (headers, axum::body::Body::empty()).into_response();
+                }
+                let _ = release.wait_for(|r| *r).await;
+                (headers, blob).into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cache = Server::start_with(&format!("[proxy]\nremoteurl = \"{url}\"\n"), &[]);
+    let base = cache.url("");
+
+    let a = tokio::spawn({
+        let (base, digest) = (base.clone(), digest.clone());
+        async move { pull_blob(&base, "a", &digest).await }
+    });
+    // The transfer for `a` is running (and held) once the upstream has its GET.
+    let want = format!("GET /v2/a/blobs/{digest}");
+    while seen_rx.recv().await.unwrap() != want {}
+    let b = tokio::spawn({
+        let base = base.clone();
+        let digest = digest.clone();
+        async move {
+            let r = client()
+                .get(format!("{base}/v2/b/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    });
+    // (give `b` the time to join the transfer; either way its answer must be the same)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release_tx.send(true).unwrap();
+    assert_eq!(a.await.unwrap(), Ok(digest.clone()));
+    let (status, body) = b.await.unwrap();
+    assert_eq!(status, 404, "`b` was served the blob its upstream lacks");
+    assert_eq!(error_codes(&body), vec!["BLOB_UNKNOWN"]);
+    let r = client()
+        .head(format!("{base}/v2/b/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let links: Vec<String> = files_under(&cache.root())
+        .into_iter()
+        .filter(|f| f.contains(hex) && f.ends_with("/link"))
+        .collect();
+    assert_eq!(links.len(), 1, "linked into `a` only: {links:?}");
+    assert!(links[0].contains("repositories/a/_layers/"), "{links:?}");
+}

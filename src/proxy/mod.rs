@@ -10,6 +10,12 @@
 //!   request streams it as it arrives, the others wait for the commit and read the store. The
 //!   client streaming it never receives the last chunk before the digest has verified, so a
 //!   mismatch cuts its body with an error instead of ending it cleanly on bad bytes.
+//! - **Only what the upstream serves.** A cached repository gains a blob link in two ways only:
+//!   bytes fetched from its own upstream, or a stored copy (pushed to another repository,
+//!   fetched through another) after its upstream answered a HEAD for that digest, and that
+//!   repository, with 200 ([`Proxy::confirm`]). A blob it lacks is never served, and never
+//!   revealed, on the strength of a copy stored elsewhere: the answer is the upstream's (404
+//!   `BLOB_UNKNOWN`, or 502 when it is down), as for a digest stored nowhere.
 //! - **Manifests by digest** are verified against the digest and cached for good.
 //! - **Tags** are served from the store for `ttl` after the upstream last confirmed them, then
 //!   checked with a HEAD (a changed digest fetches the new manifest). When the upstream is down
@@ -349,20 +355,11 @@ impl Proxy {
         }
         self.fetch_allowed()?;
         if head {
-            return match t
-                .upstream
-                .send(Method::HEAD, &t.remote, &format!("blobs/{d}"), &[])
-                .await
-            {
-                Ok(r) => Ok(BlobAnswer::Remote {
-                    size: r
-                        .headers()
-                        .get("content-length")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok()),
-                }),
-                Err(Failure::NotFound) => Err(Error::BlobUnknown(d.to_string())),
-                Err(f) => Err(blob_upstream_error(t, f)),
+            // The upstream's answer is the answer; a copy stored for any other reason is only
+            // linked (and served) once the upstream has vouched for it here.
+            return match self.confirm(reg, t, repo, d).await? {
+                Confirmed::Linked(info) => Ok(BlobAnswer::Stored(info)),
+                Confirmed::Upstream { size } => Ok(BlobAnswer::Remote { size }),
             };
         }
         // Join the transfer in flight, or start one.
@@ -379,7 +376,7 @@ impl Proxy {
             }
         };
         if let Some(mut rx) = joined {
-            return self.follow(reg, repo, d, &mut rx).await;
+            return self.follow(reg, t, repo, d, &mut rx).await;
         }
         let done_tx = leader.expect("leader");
         let (head_tx, head_rx) = oneshot::channel();
@@ -401,40 +398,100 @@ impl Proxy {
                 body: futures::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
                     .boxed(),
             }),
-            Ok(Ok(_)) => self.follow(reg, repo, d, &mut done_rx).await,
+            Ok(Ok(_)) => self.follow(reg, t, repo, d, &mut done_rx).await,
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Internal("the upstream transfer ended without an answer".into())),
         }
     }
 
-    /// Wait for a transfer another request started, then serve the store.
-    async fn follow(&self, reg: &Registry, repo: &RepoName, d: &Digest, rx: &mut Landing) -> Result<BlobAnswer> {
+    /// Wait for a transfer another request started, then serve the store. The transfer may
+    /// have been for another repository (flights are by digest): then this repository's
+    /// upstream must confirm the blob before the stored copy is linked here.
+    async fn follow(
+        &self,
+        reg: &Registry,
+        t: &Target,
+        repo: &RepoName,
+        d: &Digest,
+        rx: &mut Landing,
+    ) -> Result<BlobAnswer> {
         let outcome = match rx.wait_for(Option::is_some).await {
             Ok(v) => v.clone().expect("is_some"),
             Err(_) => Err("the upstream transfer was abandoned".to_owned()),
         };
-        if let Err(e) = outcome {
-            return Err(Error::Upstream(e));
+        if outcome.is_ok()
+            && let Some(info) = self.stored_blob(reg, repo, d).await?
+        {
+            return Ok(BlobAnswer::Stored(info));
         }
-        match self.stored_blob(reg, repo, d).await? {
-            Some(info) => Ok(BlobAnswer::Stored(info)),
-            None => Err(Error::BlobUnknown(d.to_string())),
+        // Not here (another repository's transfer, or a failed one): this repository's
+        // upstream decides, as if no transfer had run.
+        match self.confirm(reg, t, repo, d).await? {
+            Confirmed::Linked(info) => Ok(BlobAnswer::Stored(info)),
+            Confirmed::Upstream { .. } => Err(Error::Upstream(outcome.err().unwrap_or_else(|| {
+                format!(
+                    "the blob {d} was not stored by the transfer from {}; try again",
+                    t.url()
+                )
+            }))),
         }
     }
 
-    /// The blob if the store has it, linked into `repo` (it may have been cached through
-    /// another repository of the same upstream, or any: the content is the digest's).
+    /// The blob if it is linked into `repo`: fetched through it from its upstream, or found
+    /// stored and confirmed by that upstream ([`Proxy::confirm`]). A copy stored for any other
+    /// repository is never served here on its own say (it may be a private push).
     async fn stored_blob(&self, reg: &Registry, repo: &RepoName, d: &Digest) -> Result<Option<BlobInfo>> {
         match reg.stat_blob(repo, d).await {
-            Ok(info) => return Ok(Some(info)),
-            Err(Error::BlobUnknown(_)) => {}
-            Err(e) => return Err(e),
+            Ok(info) => Ok(Some(info)),
+            Err(Error::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        if self.readonly {
-            return Ok(None);
-        }
-        reg.mount_blob(repo, d, None).await
     }
+
+    /// Ask the repository's upstream whether it has `d` for this repository (a HEAD). When it
+    /// answers 200 for that digest and the store holds a copy of the size it names, the copy
+    /// is linked into `repo` (stored once, however many repositories use it). A 404 is
+    /// `BLOB_UNKNOWN`, whatever the store holds, so the answer says nothing about other
+    /// repositories' content.
+    async fn confirm(&self, reg: &Registry, t: &Target, repo: &RepoName, d: &Digest) -> Result<Confirmed> {
+        let resp = match t
+            .upstream
+            .send(Method::HEAD, &t.remote, &format!("blobs/{d}"), &[])
+            .await
+        {
+            Ok(r) => r,
+            Err(Failure::NotFound) => return Err(Error::BlobUnknown(d.to_string())),
+            Err(f) => return Err(blob_upstream_error(t, f)),
+        };
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(theirs) = header("docker-content-digest")
+            && theirs.parse::<Digest>().ok().as_ref() != Some(d)
+        {
+            return Err(Error::Upstream(format!(
+                "{} answered a HEAD of the blob {d} with the digest {theirs}",
+                t.url()
+            )));
+        }
+        let size: Option<u64> = header("content-length").and_then(|v| v.parse().ok());
+        match reg.stat_cas(d).await? {
+            Some(stored) if size.is_none_or(|s| s == stored.size) => match reg.mount_blob(repo, d, None).await? {
+                Some(info) => {
+                    tracing::info!(repo = %repo, digest = %d, upstream = %t.url(), "stored blob confirmed upstream and linked");
+                    Ok(Confirmed::Linked(info))
+                }
+                None => Ok(Confirmed::Upstream { size }),
+            },
+            _ => Ok(Confirmed::Upstream { size }),
+        }
+    }
+}
+
+/// What the upstream said of a blob the repository lacked.
+enum Confirmed {
+    /// It has it, and the store's copy is now linked into the repository.
+    Linked(BlobInfo),
+    /// It has it (of this size, if it said), and the store has no copy to link.
+    Upstream { size: Option<u64> },
 }
 
 /// A manifest reference (the HTTP layer's `Reference`, seen from here).
@@ -482,12 +539,26 @@ impl Flight {
         head_tx: oneshot::Sender<Result<FlightStart>>,
         body_tx: Option<ClientTx>,
     ) -> std::result::Result<(), String> {
-        // A transfer that ended just before this one was registered may have stored it.
+        // The store may hold the bytes already (fetched through another repository, or pushed
+        // to one): they are reused only once this repository's upstream confirms the blob.
         match self.reg.stat_cas(&self.digest).await {
-            Ok(Some(_)) => {
-                let _ = head_tx.send(Ok(FlightStart::Stored));
-                return Ok(());
-            }
+            Ok(Some(_)) => match self
+                .proxy
+                .confirm(&self.reg, &self.target, &self.repo, &self.digest)
+                .await
+            {
+                Ok(Confirmed::Linked(_)) => {
+                    let _ = head_tx.send(Ok(FlightStart::Stored));
+                    return Ok(());
+                }
+                // (a copy of another size than the upstream's: fetched and verified afresh)
+                Ok(Confirmed::Upstream { .. }) => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = head_tx.send(Err(e));
+                    return Err(msg);
+                }
+            },
             Ok(None) => {}
             Err(e) => {
                 let msg = e.to_string();
