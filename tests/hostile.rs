@@ -1142,3 +1142,106 @@ async fn manifests_with_conflicting_type_signals_are_manifest_invalid_and_store_
         assert_eq!(r.headers()["content-type"], *served, "{what}");
     }
 }
+
+/// Class: names that collide with storage's own files. Regression: the filesystem driver hid
+/// every entry named `<anything>.tmp-<32 hex>` (its temporary files before c608796), so a
+/// repository or tag of that shape, valid by the spec's grammar, was missing from the catalog
+/// and the tags list, and garbage collection, which walks the same listings, deleted its
+/// manifests and layers. Every valid name, including ones shaped like the layout's own files
+/// (`link`, `data`, `current`, `_uploads`, ...), is listed, pulls, and survives GC.
+#[tokio::test]
+async fn names_that_collide_with_storage_files_are_listed_pulled_and_kept_by_gc() {
+    let hex32 = "0123456789abcdef0123456789abcdef";
+    let s = Server::start();
+    let repos = [
+        format!("app.tmp-{hex32}"),
+        format!("ns/link.tmp-{hex32}/x"),
+        format!("data.tmp-{hex32}"),
+        "data".to_owned(),
+        "current/link".to_owned(),
+        "hashstates/sha256".to_owned(),
+        "wharf-catalog".to_owned(),
+        "wharf.lock".to_owned(),
+        "blobs/repositories".to_owned(),
+    ];
+    let tags = [
+        format!("v1.tmp-{hex32}"),
+        format!("link.tmp-{hex32}"),
+        format!("startedat.tmp-{hex32}"),
+        "_manifests".to_owned(),
+        "_uploads".to_owned(),
+        "_layers".to_owned(),
+        "_referrers".to_owned(),
+        "current".to_owned(),
+        "link".to_owned(),
+        "index".to_owned(),
+        "data".to_owned(),
+        format!("{hex32}{hex32}"),
+    ];
+    let c = client();
+    let mut images = Vec::new();
+    for (i, repo) in repos.iter().enumerate() {
+        for (j, tag) in tags.iter().enumerate() {
+            let img = make_image((i * 100 + j) as u64 + 7, 500);
+            push_image(&c, &s.url(""), repo, tag, &img).await.unwrap();
+            images.push((repo.clone(), tag.clone(), img));
+        }
+    }
+    let check = |s: &Server| {
+        let (s, images) = (s.url(""), &images);
+        let mut want_repos = repos.to_vec();
+        want_repos.sort();
+        let mut want_tags = tags.to_vec();
+        want_tags.sort();
+        async move {
+            let c = client();
+            let cat: Value = serde_json::from_slice(
+                &c.get(format!("{s}/v2/_catalog"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            let got: Vec<String> = serde_json::from_value(cat["repositories"].clone()).unwrap();
+            assert_eq!(got, want_repos, "catalog");
+            for repo in &want_repos {
+                let t: Value = serde_json::from_slice(
+                    &c.get(format!("{s}/v2/{repo}/tags/list"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap(),
+                )
+                .unwrap();
+                let got: Vec<String> = serde_json::from_value(t["tags"].clone()).unwrap();
+                assert_eq!(got, want_tags, "tags of {repo}");
+            }
+            images.len()
+        }
+    };
+    assert_eq!(check(&s).await, repos.len() * tags.len());
+    for (repo, tag, img) in &images {
+        assert_pulls(&c, &s, repo, tag, img).await;
+    }
+    let mut s = s;
+    s.kill();
+    for args in [&["--delete-untagged"][..], &[][..]] {
+        let (code, out, err) = gc(&s, args, &[]);
+        assert_eq!(code, 0, "garbage-collect {args:?}:\n{out}\n{err}");
+        assert!(
+            out.contains("0 blobs (0 bytes) and 0 manifests deleted, 0 tags, 0 layer links"),
+            "GC {args:?} removed something of a tagged image:\n{out}"
+        );
+    }
+    assert_store_ok(&s.root(), true);
+    s.restart();
+    check(&s).await;
+    for (repo, tag, img) in &images {
+        assert_pulls(&c, &s, repo, tag, img).await;
+    }
+}
