@@ -468,7 +468,7 @@ async fn gc_never_deletes_a_blob_any_reading_of_a_kept_manifest_references() {
     let child2 = push_image(&s, "old", None, 62, &[random_bytes(1_000, 71)], None).await;
     let d = |i: usize| {
         desc(
-            if i % 2 == 0 { config_type } else { layer_type },
+            if i.is_multiple_of(2) { config_type } else { layer_type },
             &blobs[i].0,
             blobs[i].1.len(),
         )
