@@ -428,3 +428,86 @@ impl JsonValue for reqwest::Response {
         serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
     }
 }
+
+/// Write a manifest into the store as registry:2 or an older Wharf would have (bytes, revision
+/// link, tag), bypassing today's PUT checks.
+fn plant_manifest(s: &Server, repo: &str, tag: &str, bytes: &[u8]) -> String {
+    let d = sha256_digest(bytes);
+    let hex = d.strip_prefix("sha256:").unwrap();
+    let v2 = s.root().join("docker/registry/v2");
+    let write = |p: std::path::PathBuf, data: &[u8]| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    write(blob_file(s, &d), bytes);
+    let m = v2.join(format!("repositories/{repo}/_manifests"));
+    write(m.join(format!("revisions/sha256/{hex}/link")), d.as_bytes());
+    write(m.join(format!("tags/{tag}/index/sha256/{hex}/link")), d.as_bytes());
+    write(m.join(format!("tags/{tag}/current/link")), d.as_bytes());
+    d
+}
+
+/// Regression (issue 17): a manifest stored with conflicting type signals (an older Wharf
+/// accepted an image without `mediaType` carrying `"manifests": []`) was served as an index
+/// and walked as one, so garbage collection deleted the config and layers of the tagged image.
+/// Such manifests are now refused at PUT; for those already stored, GET serves the image
+/// reading, and garbage collection marks the union of every reading (config, layers and index
+/// children, under any spelling a case-insensitive reader matches), whatever `mediaType` says.
+#[tokio::test]
+async fn gc_never_deletes_a_blob_any_reading_of_a_kept_manifest_references() {
+    let mut s = Server::start();
+    let desc = |mt: &str, d: &str, size: usize| serde_json::json!({"mediaType": mt, "digest": d, "size": size});
+    let layer_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let config_type = "application/vnd.oci.image.config.v1+json";
+    let mut blobs = Vec::new();
+    for seed in 60..66 {
+        let data = random_bytes(2_000, seed);
+        blobs.push((push_blob(&s, "old", &data).await, data));
+    }
+    let child = push_image(&s, "old", None, 61, &[random_bytes(1_000, 70)], None).await;
+    let child2 = push_image(&s, "old", None, 62, &[random_bytes(1_000, 71)], None).await;
+    let d = |i: usize| {
+        desc(
+            if i.is_multiple_of(2) { config_type } else { layer_type },
+            &blobs[i].0,
+            blobs[i].1.len(),
+        )
+    };
+    // no mediaType, image fields and a stray empty `manifests`: the issue's manifest
+    let stray = serde_json::json!({"schemaVersion": 2, "config": d(0), "layers": [d(1)], "manifests": []});
+    // an index by its mediaType, with image fields too
+    let mixed = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [desc(OCI_MANIFEST, &child.digest, child.bytes.len())], "config": d(2), "layers": [d(3)]});
+    // an image whose `Manifests` Go's encoding/json reads as `manifests`
+    let folded = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": d(4), "layers": [d(5)],
+        "Manifests": [desc(OCI_MANIFEST, &child2.digest, child2.bytes.len())]});
+    s.kill();
+    for (tag, m) in [("stray", &stray), ("mixed", &mixed), ("folded", &folded)] {
+        plant_manifest(&s, "old", tag, &serde_json::to_vec(m).unwrap());
+    }
+    s.restart();
+    for (tag, served) in [("stray", OCI_MANIFEST), ("mixed", OCI_INDEX), ("folded", OCI_MANIFEST)] {
+        let r = client()
+            .get(s.url(&format!("/v2/old/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{tag}");
+        assert_eq!(
+            r.headers()["content-type"],
+            served,
+            "{tag} is served as the reading a client can pull"
+        );
+    }
+    s.kill();
+    let out = gc_ok(&s, &["--delete-untagged"]);
+    s.restart();
+    for (d, data) in &blobs {
+        let r = client().get(s.url(&format!("/v2/old/blobs/{d}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "blob {d} was kept:\n{out}");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), *data);
+    }
+    assert_pulls(&s, "old", &child).await;
+    assert_pulls(&s, "old", &child2).await;
+    assert!(out.contains("0 blobs (0 bytes) and 0 manifests deleted"), "{out}");
+}

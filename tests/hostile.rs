@@ -10,6 +10,7 @@ use auth_support::{Cred, htpasswd};
 use common::*;
 use faults_support::*;
 
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -1090,4 +1091,368 @@ async fn a_reference_neither_tag_nor_digest_is_unknown_to_reads_and_invalid_to_p
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Class: manifests with conflicting type signals (`mediaType` field, Content-Type, the presence
+/// of `config`/`layers` versus `manifests`, Docker versus OCI, keys Go's case-insensitive JSON
+/// reading takes for the fields we read). Regression: an image without `mediaType` carrying a
+/// stray `"manifests": []` was accepted as an image (its Content-Type), then served as an index
+/// and walked as one by garbage collection, which deleted the layers of the tagged image. Every
+/// such body is now refused with 400 MANIFEST_INVALID and stores nothing, while the consistent
+/// bodies real clients send (with or without `mediaType`) are accepted as before.
+#[tokio::test]
+async fn manifests_with_conflicting_type_signals_are_manifest_invalid_and_store_nothing() {
+    let (s, img) = server_with_image().await;
+    let before = stored_files(&s.root());
+    let v: Value = serde_json::from_slice(&img.manifest).unwrap();
+    let (config, layers) = (v["config"].clone(), v["layers"].clone());
+    let child = json!({"mediaType": OCI_MANIFEST, "digest": img.digest, "size": img.manifest.len()});
+    let image = |extra: Value| {
+        let mut m = json!({"schemaVersion": 2, "config": config, "layers": layers});
+        for (k, x) in extra.as_object().unwrap() {
+            m[k] = x.clone();
+        }
+        serde_json::to_vec(&m).unwrap()
+    };
+    let index = |extra: Value| {
+        let mut m = json!({"schemaVersion": 2, "manifests": [child]});
+        for (k, x) in extra.as_object().unwrap() {
+            m[k] = x.clone();
+        }
+        serde_json::to_vec(&m).unwrap()
+    };
+    let text = |t: String| t.into_bytes();
+    let cfg = serde_json::to_string(&config).unwrap();
+    let lay = serde_json::to_string(&layers).unwrap();
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "image without mediaType, stray manifests: [] (the issue)",
+            OCI_MANIFEST,
+            image(json!({"manifests": []})),
+        ),
+        (
+            "image without mediaType, with index children",
+            OCI_MANIFEST,
+            image(json!({"manifests": [child]})),
+        ),
+        (
+            "OCI image mediaType with manifests",
+            OCI_MANIFEST,
+            image(json!({"mediaType": OCI_MANIFEST, "manifests": []})),
+        ),
+        (
+            "Docker image with manifests",
+            DOCKER_MANIFEST,
+            image(json!({"mediaType": DOCKER_MANIFEST, "manifests": []})),
+        ),
+        ("index Content-Type, image body", OCI_INDEX, image(json!({}))),
+        (
+            "index Content-Type, image body with manifests",
+            OCI_INDEX,
+            image(json!({"manifests": [child]})),
+        ),
+        (
+            "index with layers",
+            OCI_INDEX,
+            index(json!({"mediaType": OCI_INDEX, "layers": layers})),
+        ),
+        ("index with config", OCI_INDEX, index(json!({"config": config}))),
+        (
+            "Docker list with config and layers",
+            DOCKER_LIST,
+            index(json!({"mediaType": DOCKER_LIST, "config": config, "layers": layers})),
+        ),
+        (
+            "no Content-Type to decide: both shapes",
+            "application/octet-stream",
+            image(json!({"manifests": [child]})),
+        ),
+        (
+            "mediaType index, Content-Type image",
+            OCI_MANIFEST,
+            index(json!({"mediaType": OCI_INDEX})),
+        ),
+        (
+            "mediaType image, Content-Type index",
+            OCI_INDEX,
+            image(json!({"mediaType": OCI_MANIFEST})),
+        ),
+        (
+            "OCI mediaType, Docker Content-Type",
+            DOCKER_MANIFEST,
+            image(json!({"mediaType": OCI_MANIFEST})),
+        ),
+        (
+            "Docker mediaType, OCI Content-Type",
+            OCI_MANIFEST,
+            image(json!({"mediaType": DOCKER_MANIFEST})),
+        ),
+        (
+            "Docker image named only by its Content-Type (the body reads as OCI)",
+            DOCKER_MANIFEST,
+            image(json!({})),
+        ),
+        (
+            "Docker list named only by its Content-Type",
+            DOCKER_LIST,
+            index(json!({})),
+        ),
+        (
+            "Docker list mediaType, OCI index Content-Type",
+            OCI_INDEX,
+            index(json!({"mediaType": DOCKER_LIST})),
+        ),
+        (
+            "image mediaType in an index-shaped body, no Content-Type",
+            "application/json",
+            index(json!({"mediaType": OCI_MANIFEST})),
+        ),
+        (
+            "schemaVersion 1 with a schema 2 body",
+            OCI_MANIFEST,
+            image(json!({"schemaVersion": 1})),
+        ),
+        (
+            "schemaVersion as a string",
+            OCI_MANIFEST,
+            image(json!({"schemaVersion": "2"})),
+        ),
+        (
+            "Manifests, read as manifests by Go",
+            OCI_MANIFEST,
+            image(json!({"Manifests": [child]})),
+        ),
+        (
+            "MediaType, read as mediaType by Go",
+            OCI_MANIFEST,
+            image(json!({"MediaType": OCI_INDEX})),
+        ),
+        ("Layers beside layers", OCI_MANIFEST, image(json!({"Layers": []}))),
+        ("Config in an index", OCI_INDEX, index(json!({"Config": config}))),
+        (
+            "long s: ſchemaVersion",
+            OCI_MANIFEST,
+            image(json!({"ſchemaVersion": 1})),
+        ),
+        (
+            "descriptor Digest beside digest",
+            OCI_MANIFEST,
+            text(format!(
+                r#"{{"schemaVersion":2,"config":{cfg},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","Digest":"{}","size":1}}]}}"#,
+                sha256_digest(&img.layers[0]),
+                sha256_digest(b"elsewhere")
+            )),
+        ),
+        (
+            "duplicate mediaType keys",
+            OCI_MANIFEST,
+            text(format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","mediaType":"{OCI_INDEX}","config":{cfg},"layers":{lay}}}"#
+            )),
+        ),
+        (
+            "duplicate manifests keys in an index",
+            OCI_INDEX,
+            text(format!(r#"{{"schemaVersion":2,"manifests":[],"manifests":[{child}]}}"#)),
+        ),
+    ];
+    for (what, ct, body) in &cases {
+        for reference in ["conflict".to_owned(), sha256_digest(body)] {
+            let r = client()
+                .put(s.url(&format!("/v2/ok/manifests/{reference}")))
+                .header("content-type", *ct)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.bytes().await.unwrap();
+            assert_eq!(status, 400, "{what}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(error_codes(&body), ["MANIFEST_INVALID"], "{what}");
+        }
+    }
+    assert_untouched(&s, &before, &img, "manifests with conflicting type signals").await;
+
+    // What real clients send is accepted, and served as the type it was accepted as.
+    let fine: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "OCI image without mediaType (umoci)",
+            OCI_MANIFEST,
+            image(json!({})),
+            OCI_MANIFEST,
+        ),
+        (
+            "OCI image, mediaType",
+            OCI_MANIFEST,
+            image(json!({"mediaType": OCI_MANIFEST})),
+            OCI_MANIFEST,
+        ),
+        (
+            "OCI image, manifests: null",
+            OCI_MANIFEST,
+            image(json!({"manifests": null})),
+            OCI_MANIFEST,
+        ),
+        (
+            "Docker image",
+            DOCKER_MANIFEST,
+            image(json!({"mediaType": DOCKER_MANIFEST})),
+            DOCKER_MANIFEST,
+        ),
+        ("OCI index without mediaType", OCI_INDEX, index(json!({})), OCI_INDEX),
+        (
+            "OCI index, mediaType",
+            OCI_INDEX,
+            index(json!({"mediaType": OCI_INDEX})),
+            OCI_INDEX,
+        ),
+        (
+            "Docker list",
+            DOCKER_LIST,
+            index(json!({"mediaType": DOCKER_LIST})),
+            DOCKER_LIST,
+        ),
+        (
+            "image, generic Content-Type",
+            "application/octet-stream",
+            image(json!({})),
+            OCI_MANIFEST,
+        ),
+        (
+            "index, no useful Content-Type",
+            "application/json",
+            index(json!({})),
+            OCI_INDEX,
+        ),
+        (
+            "index with an annotation named Config",
+            OCI_INDEX,
+            index(json!({"annotations": {"Config": "x"}})),
+            OCI_INDEX,
+        ),
+    ];
+    for (i, (what, ct, body, served)) in fine.iter().enumerate() {
+        let tag = format!("fine{i}");
+        let r = client()
+            .put(s.url(&format!("/v2/ok/manifests/{tag}")))
+            .header("content-type", *ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{what}: {}", r.text().await.unwrap());
+        let r = client()
+            .get(s.url(&format!("/v2/ok/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], *served, "{what}");
+    }
+}
+
+/// Class: names that collide with storage's own files. Regression: the filesystem driver hid
+/// every entry named `<anything>.tmp-<32 hex>` (its temporary files before c608796), so a
+/// repository or tag of that shape, valid by the spec's grammar, was missing from the catalog
+/// and the tags list, and garbage collection, which walks the same listings, deleted its
+/// manifests and layers. Every valid name, including ones shaped like the layout's own files
+/// (`link`, `data`, `current`, `_uploads`, ...), is listed, pulls, and survives GC.
+#[tokio::test]
+async fn names_that_collide_with_storage_files_are_listed_pulled_and_kept_by_gc() {
+    let hex32 = "0123456789abcdef0123456789abcdef";
+    let s = Server::start();
+    let repos = [
+        format!("app.tmp-{hex32}"),
+        format!("ns/link.tmp-{hex32}/x"),
+        format!("data.tmp-{hex32}"),
+        "data".to_owned(),
+        "current/link".to_owned(),
+        "hashstates/sha256".to_owned(),
+        "wharf-catalog".to_owned(),
+        "wharf.lock".to_owned(),
+        "blobs/repositories".to_owned(),
+    ];
+    let tags = [
+        format!("v1.tmp-{hex32}"),
+        format!("link.tmp-{hex32}"),
+        format!("startedat.tmp-{hex32}"),
+        "_manifests".to_owned(),
+        "_uploads".to_owned(),
+        "_layers".to_owned(),
+        "_referrers".to_owned(),
+        "current".to_owned(),
+        "link".to_owned(),
+        "index".to_owned(),
+        "data".to_owned(),
+        format!("{hex32}{hex32}"),
+    ];
+    let c = client();
+    let mut images = Vec::new();
+    for (i, repo) in repos.iter().enumerate() {
+        for (j, tag) in tags.iter().enumerate() {
+            let img = make_image((i * 100 + j) as u64 + 7, 500);
+            push_image(&c, &s.url(""), repo, tag, &img).await.unwrap();
+            images.push((repo.clone(), tag.clone(), img));
+        }
+    }
+    let check = |s: &Server| {
+        let (s, images) = (s.url(""), &images);
+        let mut want_repos = repos.to_vec();
+        want_repos.sort();
+        let mut want_tags = tags.to_vec();
+        want_tags.sort();
+        async move {
+            let c = client();
+            let cat: Value = serde_json::from_slice(
+                &c.get(format!("{s}/v2/_catalog"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            let got: Vec<String> = serde_json::from_value(cat["repositories"].clone()).unwrap();
+            assert_eq!(got, want_repos, "catalog");
+            for repo in &want_repos {
+                let t: Value = serde_json::from_slice(
+                    &c.get(format!("{s}/v2/{repo}/tags/list"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap(),
+                )
+                .unwrap();
+                let got: Vec<String> = serde_json::from_value(t["tags"].clone()).unwrap();
+                assert_eq!(got, want_tags, "tags of {repo}");
+            }
+            images.len()
+        }
+    };
+    assert_eq!(check(&s).await, repos.len() * tags.len());
+    for (repo, tag, img) in &images {
+        assert_pulls(&c, &s, repo, tag, img).await;
+    }
+    let mut s = s;
+    s.kill();
+    for args in [&["--delete-untagged"][..], &[][..]] {
+        let (code, out, err) = gc(&s, args, &[]);
+        assert_eq!(code, 0, "garbage-collect {args:?}:\n{out}\n{err}");
+        assert!(
+            out.contains("0 blobs (0 bytes) and 0 manifests deleted, 0 tags, 0 layer links"),
+            "GC {args:?} removed something of a tagged image:\n{out}"
+        );
+    }
+    assert_store_ok(&s.root(), true);
+    s.restart();
+    check(&s).await;
+    for (repo, tag, img) in &images {
+        assert_pulls(&c, &s, repo, tag, img).await;
+    }
 }

@@ -9,8 +9,9 @@ use wharf::auth::scope::{Access, challenge_scope, parse_scopes};
 use wharf::http::headers::{RangeRequest, parse_content_range, parse_range};
 use wharf::http::route::{self, Reference, V2Route};
 use wharf::registry::digest::{Algorithm, Digest};
-use wharf::registry::manifests::{MAX_JSON_DEPTH, nesting_exceeds, parse_manifest};
+use wharf::registry::manifests::{MAX_JSON_DEPTH, nesting_exceeds, parse_manifest, read_stored, references};
 use wharf::registry::names::{RepoName, Tag, UploadId};
+use wharf::storage::fs::{is_temp, temp_name};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -334,6 +335,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("size".to_owned()),
             Just("annotations".to_owned()),
             Just("artifactType".to_owned()),
+            Just("Manifests".to_owned()),
+            Just("MediaType".to_owned()),
+            Just("Digest".to_owned()),
             "[a-z]{1,4}",
         ];
         prop_oneof![
@@ -413,5 +417,135 @@ proptest! {
         let c = wharf::config::load(None, &env).unwrap();
         prop_assert_eq!(c.storage.delete.enabled, delete, "WHARF_* wins over REGISTRY_*");
         prop_assert_eq!(c.http.addr, format!("127.0.0.1:{port}"));
+    }
+}
+
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// A manifest whose type signals are drawn independently: `mediaType` (absent, any of the four
+/// types), `config`, `layers`, `manifests` (absent, null, empty, one child), a second spelling
+/// of a field that case-insensitive readers match, `schemaVersion`.
+fn signal_manifest() -> impl Strategy<Value = String> {
+    let field = |name: &'static str, values: Vec<&'static str>| {
+        prop::sample::select(values).prop_map(move |v| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!(r#","{name}":{v}"#)
+            }
+        })
+    };
+    const DESC: &str = r#"{"mediaType":"application/octet-stream","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":1}"#;
+    const OTHER: &str = r#"{"mediaType":"application/octet-stream","digest":"sha256:5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9","size":1}"#;
+    let layers = format!("[{DESC}]");
+    let children = format!("[{OTHER}]");
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    (
+        prop::sample::select(vec![
+            "",
+            "\"application/vnd.oci.image.manifest.v1+json\"",
+            "\"application/vnd.oci.image.index.v1+json\"",
+            "\"application/vnd.docker.distribution.manifest.v2+json\"",
+            "\"application/vnd.docker.distribution.manifest.list.v2+json\"",
+        ]),
+        field("config", vec!["", DESC]),
+        field("layers", vec!["", "[]", leak(layers.clone())]),
+        field("manifests", vec!["", "null", "[]", leak(children.clone())]),
+        prop_oneof![
+            6 => Just(String::new()),
+            1 => Just(format!(r#","Manifests":{children}"#)),
+            1 => Just(r#","MediaType":"application/vnd.oci.image.index.v1+json""#.to_owned()),
+            1 => Just(format!(r#","Layers":{children}"#)),
+            1 => Just(format!(r#","config":{OTHER}"#)),
+        ],
+        prop_oneof![8 => Just("2"), 1 => Just("1"), 1 => Just("\"2\"")],
+    )
+        .prop_map(|(mt, config, layers, manifests, extra, version)| {
+            let mt = if mt.is_empty() {
+                String::new()
+            } else {
+                format!(r#","mediaType":{mt}"#)
+            };
+            format!(r#"{{"schemaVersion":{version}{mt}{config}{layers}{manifests}{extra}}}"#)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Class: manifests with conflicting type signals. Whatever a push's signals, a manifest is
+    /// accepted only if every later reader of its stored bytes (GET, referrers, garbage
+    /// collection) reads it exactly as it was accepted, and garbage collection's mark covers
+    /// everything it names.
+    #[test]
+    fn an_accepted_manifest_has_one_reading_everywhere(
+        body in prop_oneof![signal_manifest(), json_value().prop_map(|v| v.to_string())],
+        ct in prop_oneof![Just(None), prop::sample::select(MANIFEST_TYPES).prop_map(Some),
+            Just(Some("application/json")), Just(Some("application/octet-stream"))],
+    ) {
+        let Ok(info) = parse_manifest(body.as_bytes(), ct) else { return Ok(()) };
+        let stored = read_stored(body.as_bytes()).expect("an accepted manifest reads back");
+        prop_assert_eq!(&stored, &info, "{} pushed as {:?}", body, ct);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let o = v.as_object().unwrap();
+        let present = |k: &str| o.get(k).is_some_and(|x| !x.is_null());
+        prop_assert!(!(present("manifests") && (present("config") || present("layers"))), "{}", body);
+        prop_assert!(!o.keys().any(|k| ["Manifests", "MediaType", "Layers", "Config"].contains(&k.as_str())), "{}", body);
+        if info.media_type.contains("docker") {
+            prop_assert_eq!(o.get("mediaType").and_then(|m| m.as_str()), Some(info.media_type.as_str()));
+        }
+        let marked = references(body.as_bytes()).unwrap();
+        for d in info.blobs.iter().chain(&info.subject) {
+            prop_assert!(marked.blobs.contains(d), "{} not marked in {}", d, body);
+        }
+        for d in &info.children {
+            prop_assert!(marked.children.contains(d), "{} not marked in {}", d, body);
+        }
+    }
+
+    /// Stored manifests of any shape (written by registry:2 or an older Wharf): garbage
+    /// collection's mark covers the reading GET serves.
+    #[test]
+    fn gc_marks_at_least_the_served_reading(body in prop_oneof![signal_manifest(), json_value().prop_map(|v| v.to_string())]) {
+        let Ok(info) = read_stored(body.as_bytes()) else { return Ok(()) };
+        let marked = references(body.as_bytes()).unwrap();
+        for d in info.blobs.iter().chain(&info.subject) {
+            prop_assert!(marked.blobs.contains(d), "{} not marked in {}", d, body);
+        }
+        for d in &info.children {
+            prop_assert!(marked.children.contains(d), "{} not marked in {}", d, body);
+        }
+    }
+
+    /// Class: names that collide with storage files. No valid tag or repository component is
+    /// one of the filesystem driver's own (hidden) files, and every temporary name it makes is.
+    #[test]
+    fn storage_files_never_hide_a_valid_name(
+        t in tag(),
+        repo in repo_name(),
+        hex in "[0-9a-f]{32}",
+        name in prop_oneof![Just("link".to_owned()), Just("data".to_owned()), Just("startedat".to_owned()), "[0-9]{1,12}", any::<String>()],
+    ) {
+        for n in [t.clone(), format!("{t}.tmp-{hex}")] {
+            if let Some(valid) = Tag::parse(&n) {
+                prop_assert!(!is_temp(valid.as_str()), "tag {}", n);
+            }
+        }
+        let with_suffix = format!("{repo}.tmp-{hex}");
+        for r in [&repo, &with_suffix] {
+            let parsed = RepoName::parse(r);
+            prop_assert!(parsed.is_ok(), "{}", r);
+            for component in r.split('/') {
+                prop_assert!(!is_temp(component), "component {} of {}", component, r);
+            }
+        }
+        let tmp = temp_name(&name);
+        prop_assert!(is_temp(&tmp));
+        prop_assert!(Tag::parse(&tmp).is_none() && RepoName::parse(&tmp).is_err(), "{}", tmp);
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::digest::{Algorithm, Digest};
-use super::manifests::{ManifestInfo, parse_manifest};
+use super::manifests::{ManifestInfo, read_stored, references};
 use super::names::{RepoName, Tag, UploadId};
 use super::{Registry, paths};
 use crate::error::{Error, Result};
@@ -343,9 +343,19 @@ impl Registry {
                     Err(e) if e.is_not_found() => return Ok(None),
                     Err(e) => return Err(Error::from(e)),
                 };
-                let info = parse_manifest(&bytes, None).map_err(|e| {
-                    Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
-                })?;
+                let cannot =
+                    |e: Error| Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"));
+                let mut info = read_stored(&bytes).map_err(cannot)?;
+                // Mark every reading, not only the one GET serves: a manifest another registry
+                // (or an older Wharf) stored with conflicting type signals keeps everything any
+                // of its readers may pull.
+                let all = references(&bytes).map_err(cannot)?;
+                info.blobs.extend(all.blobs);
+                info.children.extend(all.children);
+                info.blobs.sort();
+                info.blobs.dedup();
+                info.children.sort();
+                info.children.dedup();
                 Ok(Some((d.clone(), info)))
             })
             .buffer_unordered(IO_PARALLEL)
@@ -689,7 +699,7 @@ impl Registry {
                 if !opts.dry_run {
                     removals.step();
                     if let Ok(b) = self.driver.get_content(&paths::blob_data(d)).await
-                        && let Ok(info) = parse_manifest(&b, None)
+                        && let Ok(info) = read_stored(&b)
                         && let Some(subject) = info.subject
                     {
                         self.driver

@@ -70,7 +70,7 @@ pub struct Descriptor {
 }
 
 /// What a parsed, validated manifest refers to.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct ManifestInfo {
     pub media_type: String,
     pub artifact_type: Option<String>,
@@ -141,9 +141,232 @@ fn bare_type(ct: &str) -> &str {
     ct.split(';').next().unwrap_or("").trim()
 }
 
-/// Parse and validate a manifest. `content_type` is the request's, if any.
+/// How a manifest body is being read: as a push (with the request's Content-Type, refusing
+/// anything two readers could read differently), or as stored bytes (by the body alone, and
+/// never refused for what an older Wharf or registry:2 accepted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode<'a> {
+    Push(Option<&'a str>),
+    Stored,
+}
+
+/// Parse and validate a pushed manifest. `content_type` is the request's, if any.
+///
+/// One reading, everywhere: a manifest is accepted only if its body alone reads as the type it
+/// is accepted as, so that every later reader (GET's Content-Type, garbage collection, the
+/// referrers API, the proxy cache, and registry:2 on the same volume), which sees only the
+/// stored bytes ([`read_stored`]), reads the same manifest. Hence refused with
+/// `MANIFEST_INVALID` (as registry:2 since CVE-2021-41190 does): an image type carrying
+/// `manifests`, an index type carrying `config` or `layers`, a `mediaType` that disagrees with
+/// the Content-Type, a Docker type named only by the Content-Type (without its `mediaType`
+/// field the body reads as OCI), and keys that case-insensitive JSON readers (Go's
+/// encoding/json, which registry:2, containerd and docker use) take for a field we read under
+/// another spelling (`"Manifests"`, `"Digest"`) or twice.
 pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<ManifestInfo> {
-    let ct = content_type.map(bare_type).filter(|c| !c.is_empty());
+    let info = classify(bytes, Mode::Push(content_type))?;
+    audit_signals(bytes)?;
+    let alone = classify(bytes, Mode::Push(None));
+    if alone.as_ref().ok() != Some(&info) {
+        let read_as = match &alone {
+            Ok(a) => a.media_type.clone(),
+            Err(e) => format!("invalid ({e})"),
+        };
+        return Err(invalid(format!(
+            "conflicting type signals: pushed as {:?}, but the body alone reads as {read_as}; \
+             set the payload's mediaType",
+            info.media_type
+        )));
+    }
+    Ok(info)
+}
+
+/// Read a stored manifest, by its bytes alone: what GET serves it as, what the referrers API
+/// lists, what garbage collection starts from. For everything [`parse_manifest`] accepts this
+/// is the reading it was accepted as. Bodies an older Wharf or another registry accepted with
+/// conflicting signals are read as an image when they carry image fields (the reading a client
+/// can pull); garbage collection marks every reading of them anyway ([`references`]).
+pub fn read_stored(bytes: &[u8]) -> Result<ManifestInfo> {
+    classify(bytes, Mode::Stored)
+}
+
+/// Every blob and child manifest any reading of a stored manifest names: config, layers (also
+/// non-distributable ones), index children and the subject, under the exact keys and under any
+/// spelling a case-insensitive reader matches, whatever its `mediaType` says. Garbage
+/// collection marks all of them, so it never deletes what some reader of a kept manifest pulls.
+pub fn references(bytes: &[u8]) -> Result<References> {
+    let tree: Json = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let mut out = References::default();
+    let Json::Object(top) = &tree else {
+        return Err(invalid("a manifest is a JSON object"));
+    };
+    let digests_of = |d: &Json, into: &mut Vec<Digest>| {
+        if let Json::Object(fields) = d {
+            for (k, v) in fields {
+                if let (true, Json::String(s)) = (fold_eq(k, "digest"), v)
+                    && let Ok(d) = s.parse()
+                {
+                    into.push(d);
+                }
+            }
+        }
+    };
+    for (k, v) in top {
+        let into = if fold_eq(k, "manifests") {
+            &mut out.children
+        } else if fold_eq(k, "config") || fold_eq(k, "layers") || fold_eq(k, "subject") {
+            &mut out.blobs
+        } else {
+            continue;
+        };
+        match v {
+            Json::Array(items) => items.iter().for_each(|d| digests_of(d, into)),
+            other => digests_of(other, into),
+        }
+    }
+    Ok(out)
+}
+
+/// What [`references`] finds.
+#[derive(Debug, Default)]
+pub struct References {
+    /// Configs, layers, subjects: blobs (or manifests) that must stay.
+    pub blobs: Vec<Digest>,
+    /// Index children: manifests that must stay, with what they use.
+    pub children: Vec<Digest>,
+}
+
+/// Case-insensitive equality as Go's encoding/json matches object keys to fields (Unicode
+/// simple folding, so `ſ` matches `s` and the Kelvin sign `k`).
+fn fold_eq(a: &str, b: &str) -> bool {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    a == b || fold(a) == fold(b)
+}
+
+/// The keys a registry reads from a manifest and from its descriptors.
+const TOP_KEYS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "config",
+    "layers",
+    "manifests",
+    "subject",
+];
+const DESCRIPTOR_KEYS: &[&str] = &["mediaType", "digest", "size"];
+
+/// Refuse keys that readers disagree on: a second occurrence of a field we read (serde would
+/// refuse it, Go takes the last), or another spelling of it that Go's case-insensitive
+/// matching takes for it while we ignore it.
+fn audit_signals(bytes: &[u8]) -> Result<()> {
+    let tree: Json = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    fn check(fields: &[(String, Json)], known: &[&str], at: &str) -> Result<()> {
+        for name in known {
+            let spellings: Vec<&str> = fields
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| fold_eq(k, name))
+                .collect();
+            if let Some(other) = spellings.iter().find(|k| *k != name) {
+                return Err(invalid(format!(
+                    "conflicting type signals: {at}key {other:?} is read as {name:?} by case-insensitive JSON readers"
+                )));
+            }
+            if spellings.len() > 1 {
+                return Err(invalid(format!("conflicting type signals: {at}{name:?} appears twice")));
+            }
+        }
+        Ok(())
+    }
+    let Json::Object(top) = &tree else {
+        return Err(invalid("a manifest is a JSON object"));
+    };
+    check(top, TOP_KEYS, "")?;
+    for (k, v) in top {
+        let items: Vec<&Json> = match v {
+            Json::Array(items) if k == "layers" || k == "manifests" => items.iter().collect(),
+            one if k == "config" || k == "subject" => vec![one],
+            _ => continue,
+        };
+        for (i, d) in items.into_iter().enumerate() {
+            if let Json::Object(fields) = d {
+                check(fields, DESCRIPTOR_KEYS, &format!("{k}[{i}]: "))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON document that keeps every key of every object, duplicates and order included (a
+/// `serde_json::Value` keeps only the last of duplicate keys).
+enum Json {
+    Object(Vec<(String, Json)>),
+    Array(Vec<Json>),
+    String(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Json, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Json, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Json>()? {
+                    fields.push((k, v));
+                }
+                Ok(Json::Object(fields))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = s.next_element::<Json>()? {
+                    items.push(v);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Json, E> {
+                Ok(Json::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Json, E> {
+                Ok(Json::String(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Json, E> {
+                Ok(Json::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The one classification of a manifest body. The type is the payload's `mediaType`, else
+/// (pushes) the request's Content-Type, else the structure: an index if it has `manifests` and
+/// no image fields, else an image.
+fn classify(bytes: &[u8], mode: Mode) -> Result<ManifestInfo> {
+    let push = matches!(mode, Mode::Push(_));
+    let ct = match mode {
+        Mode::Push(ct) => ct.map(bare_type).filter(|c| !c.is_empty()),
+        Mode::Stored => None,
+    };
     if let Some(ct) = ct
         && DOCKER_SCHEMA1.contains(&ct)
     {
@@ -175,10 +398,11 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
             "the payload's mediaType {mt:?} does not match the Content-Type {ct:?}"
         )));
     }
+    let image_fields = m.config.is_some() || m.layers.is_some();
     let media_type = match (m.media_type.as_deref(), ct) {
         (Some(mt), _) => mt.to_owned(),
         (None, Some(ct)) => ct.to_owned(),
-        (None, None) if m.manifests.is_some() => OCI_INDEX.to_owned(),
+        (None, None) if m.manifests.is_some() && !image_fields => OCI_INDEX.to_owned(),
         (None, None) => OCI_MANIFEST.to_owned(),
     };
     let descriptor_digest = |d: &RawDescriptor, field: &str| -> Result<Digest> {
@@ -196,6 +420,12 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
     let mut children = Vec::new();
     let is_index = match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => {
+            if push && m.manifests.is_some() {
+                return Err(invalid(format!(
+                    "conflicting type signals: an image manifest ({media_type}) has a manifests field, \
+                     which readers take for an index"
+                )));
+            }
             let config = m
                 .config
                 .as_ref()
@@ -214,6 +444,12 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
             false
         }
         OCI_INDEX | DOCKER_LIST => {
+            if push && image_fields {
+                return Err(invalid(format!(
+                    "conflicting type signals: an index ({media_type}) has config or layers fields, \
+                     which readers take for an image"
+                )));
+            }
             let list = m
                 .manifests
                 .as_ref()
@@ -287,7 +523,7 @@ impl Registry {
             Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
             Err(e) => return Err(e.into()),
         };
-        let m = Arc::new(match parse_manifest(&bytes, None) {
+        let m = Arc::new(match read_stored(&bytes) {
             Ok(info) => StoredManifest {
                 digest: d.clone(),
                 media_type: info.media_type,

@@ -140,7 +140,7 @@ impl Inner {
         let dir = full.parent().expect("storage paths have a parent");
         self.make_dirs(dir, sync)?;
         let name = full.file_name().expect("storage paths have a name").to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(temp_name(&name));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -370,17 +370,26 @@ impl Driver for FsDriver {
     }
 }
 
-/// Whether a directory entry is the temporary file of a write in progress (or one a crash left):
-/// `.<name>.tmp-<uuid>`. No repository name, tag, digest or file of the layout starts with a
-/// dot, so a name such as `foo.tmp-1`, a valid repository, stays visible. Temp files of older
-/// versions (`<name>.tmp-<32 hex digits>`, without the dot) are recognised too, so a crash's
-/// leftovers from before stay hidden.
-fn is_temp(name: &str) -> bool {
-    if name.starts_with('.') {
-        return true;
-    }
-    name.rsplit_once(".tmp-")
-        .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+/// Whether a directory entry is one of this driver's own files, hidden from listings: the
+/// temporary file of a write in progress (or one a crash left), `.<name>.tmp-<uuid>`. Only dot
+/// names: the spec's grammar lets no repository component, tag or digest start with a dot, and
+/// no file of Distribution's layout does, so every valid name is listed.
+///
+/// Versions before c608796 named temporary files `<name>.tmp-<32 hex>`. Those are *not* hidden:
+/// `v1.tmp-<32 hex>` is a valid tag and `app.tmp-<32 hex>` a valid repository component, and
+/// hiding them lost such images from the catalog, the tags list and garbage collection's mark.
+/// A leftover of that kind is harmless where it is: the old driver only ever wrote it beside
+/// the file it was replacing, a leaf file of the layout (`link`, `data`, `startedat`,
+/// hashstate offsets, the files at the root), so it lies in a directory nothing lists as names
+/// (or whose entries are parsed by a grammar it fails: algorithms, digests, offsets, upload
+/// ids), and it goes when that directory is deleted (tag deletion, garbage collection).
+pub fn is_temp(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// The name of the temporary file a write of `name` goes through (see [`is_temp`]).
+pub fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A directory's entries, sorted, without the temporary files of writes in progress.
