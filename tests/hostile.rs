@@ -620,6 +620,116 @@ async fn dribbling_and_lying_bodies_time_out_and_store_nothing() {
     assert_untouched(&s, &before, &img, "lying lengths").await;
 }
 
+// ---- Slow readers: clients that ask for a large answer and never read it.
+
+/// Pushes a config blob and an image manifest of about 4 MiB (the limit; padded with an
+/// annotation) as `big:v1`, and returns the manifest.
+async fn push_large_manifest(s: &Server) -> Vec<u8> {
+    let c = client();
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
+    assert_eq!(push_blob(&c, &s.url(""), "big", &config).await.unwrap(), 201);
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256_digest(&config),
+            "size": config.len(),
+        },
+        "layers": [],
+        "annotations": {"pad": "x".repeat((4 << 20) - 4096)},
+    }))
+    .unwrap();
+    assert_eq!(put_manifest(&c, &s.url(""), "big", "v1", &m).await.unwrap(), 201);
+    m
+}
+
+/// `n` connections that each send `pipelined` GETs of `path` and read the first byte of the
+/// answer (so the server is known to be sending it), then read nothing more.
+fn slow_readers(s: &Server, path: &str, n: usize, pipelined: usize) -> Vec<TcpStream> {
+    let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {OCI_MANIFEST}\r\n\r\n");
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(get.repeat(pipelined).as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap(), 1, "GET {path}: no answer");
+    }
+    conns
+}
+
+/// Regression (issue 17): 300 clients that GET a 4 MiB manifest and never read the reply pinned
+/// 1.26 GB, since each request read its own copy of the manifest and held it until sent. Now
+/// every request sends slices of one shared copy: the server's memory (peak and current) grows
+/// by less than 64 MiB.
+#[tokio::test]
+async fn slow_readers_of_a_large_manifest_cannot_pin_memory() {
+    let s = Server::start();
+    let m = push_large_manifest(&s).await;
+    // One whole GET first, so what a first GET allocates for good is in the baseline.
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+    let (rss0, peak0) = (s.rss_kib(), s.peak_rss_kib());
+    let conns = slow_readers(&s, "/v2/big/manifests/v1", 300, 1);
+    let (rss1, peak1) = (s.rss_kib(), s.peak_rss_kib());
+    eprintln!(
+        "300 slow readers of a {} byte manifest: RSS {rss0} -> {rss1} KiB (+{} MiB), peak {peak0} -> {peak1} KiB (+{} MiB)",
+        m.len(),
+        rss1.saturating_sub(rss0) / 1024,
+        peak1.saturating_sub(peak0) / 1024
+    );
+    const LIMIT_KIB: u64 = 64 << 10;
+    assert!(
+        peak1.saturating_sub(peak0) < LIMIT_KIB && rss1.saturating_sub(rss0) < LIMIT_KIB,
+        "300 slow readers grew the server: RSS {rss0} -> {rss1} KiB, peak {peak0} -> {peak1} KiB"
+    );
+    drop(conns);
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+}
+
+/// Regression (issue 17): a connection whose client stopped reading was kept forever, with the
+/// answer it was being sent. Now a write that makes no progress for `http.sendtimeout` closes
+/// the connection: a manifest and a blob GET whose readers stall are cut, and the server keeps
+/// serving.
+#[tokio::test]
+async fn a_reader_that_stalls_past_the_send_timeout_is_disconnected() {
+    let s = Server::start_with("", &[("WHARF_HTTP_SENDTIMEOUT", "1s")]);
+    let m = push_large_manifest(&s).await;
+    let blob = random_bytes(32 << 20, 17);
+    assert_eq!(push_blob(&client(), &s.url(""), "big", &blob).await.unwrap(), 201);
+    let cut = |s: &Server| s.logs().iter().filter(|l| l.contains("has read nothing for")).count();
+    // The kernel's socket buffers can take a whole 4 MiB answer, so the manifest is asked for
+    // ten times on one connection (pipelined): 40 MiB of answers, which no buffer holds.
+    let cases = [
+        ("/v2/big/manifests/v1".to_owned(), 10, 10 * m.len()),
+        (format!("/v2/big/blobs/{}", sha256_digest(&blob)), 1, blob.len()),
+    ];
+    for (path, pipelined, len) in cases {
+        let before = cut(&s);
+        let mut c = slow_readers(&s, &path, 1, pipelined).pop().unwrap();
+        assert!(
+            wait_for(SAFETY, || cut(&s) > before),
+            "GET {path}: the stalled connection was not closed within {SAFETY:?}"
+        );
+        // Reading now drains what the kernel still held for us, then meets the end: the
+        // connection was closed short of the answer, not left open.
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.len() < len, "GET {path}: the whole answer came"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("GET {path}: the connection is still open ({e})"),
+        }
+    }
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+}
+
 #[tokio::test]
 async fn an_upload_id_from_another_repository_is_unknown_there() {
     let (s, img) = server_with_image().await;

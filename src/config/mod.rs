@@ -192,6 +192,8 @@ pub struct LogConfig {
 pub struct HttpConfig {
     /// After SIGTERM/SIGINT, how long in-flight requests may finish before they are cut ("30s").
     pub draintimeout: String,
+    /// A connection whose client reads nothing of an answer for this long is closed ("60s").
+    pub sendtimeout: String,
     /// Extra response headers (name -> values).
     pub headers: Headers,
     /// The debug listener and the metrics endpoint.
@@ -515,6 +517,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             draintimeout: default_draintimeout(),
+            sendtimeout: default_sendtimeout(),
             headers: Headers::new(),
             debug: DebugConfig::default(),
             addr: ":5000".into(),
