@@ -66,6 +66,7 @@ pub fn registry_for(config: &Config, store: &Store) -> Registry {
             redirect: matches!(store, Store::S3(_)) && !config.storage.redirect.disable,
         },
     )
+    .with_upload_limits(config.uploads.maxperrepository, config.uploads.maxperclient)
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.

@@ -730,6 +730,169 @@ async fn a_reader_that_stalls_past_the_send_timeout_is_disconnected() {
     assert_eq!((st, body.len()), (200, m.len()));
 }
 
+// ---- Upload sessions: a client hoarding them.
+
+/// A client whose connections come from `addr` (any 127.x.y.z reaches the server on 127.0.0.1).
+fn client_from(addr: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(addr.parse::<std::net::IpAddr>().unwrap())
+        .timeout(SAFETY)
+        .build()
+        .unwrap()
+}
+
+/// POST a new session; (status, Location, Retry-After, body).
+async fn open_session(c: &reqwest::Client, s: &Server, repo: &str) -> (u16, String, Option<String>, Vec<u8>) {
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (status, location, retry) = (
+        r.status().as_u16(),
+        header("location").unwrap_or_default(),
+        header("retry-after"),
+    );
+    (status, location, retry, r.bytes().await.unwrap().to_vec())
+}
+
+fn assert_refused(answer: &(u16, String, Option<String>, Vec<u8>), what: &str) {
+    assert_eq!(answer.0, 429, "{what}: {}", String::from_utf8_lossy(&answer.3));
+    assert_eq!(error_codes(&answer.3), ["TOOMANYREQUESTS"], "{what}");
+    assert!(
+        answer
+            .2
+            .as_deref()
+            .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0)),
+        "{what}: Retry-After {:?}",
+        answer.2
+    );
+}
+
+/// Regression (issue 17): one client opened 5,924 upload sessions in 10 s, each kept for a
+/// week. Now a client (here: an address) may hold `uploads.maxperclient` open sessions and a
+/// repository `uploads.maxperrepository`; beyond, opening one answers 429 TOOMANYREQUESTS with
+/// a Retry-After and stores nothing. Finishing or cancelling a session frees its place, other
+/// clients are not refused because of the first, and one-request pushes need no session.
+#[tokio::test]
+async fn open_upload_sessions_are_capped_per_client_and_per_repository() {
+    let s = Server::start_with(
+        "",
+        &[
+            ("WHARF_UPLOADS_MAXPERCLIENT", "3"),
+            ("WHARF_UPLOADS_MAXPERREPOSITORY", "5"),
+        ],
+    );
+    let (one, two) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (st, loc, _, _) = open_session(&one, &s, "a").await;
+        assert_eq!(st, 202);
+        open.push(loc);
+    }
+    let before = stored_files(&s.root());
+    assert_refused(&open_session(&one, &s, "a").await, "a 4th session of one client");
+    assert_refused(
+        &open_session(&one, &s, "b").await,
+        "a 4th session in another repository",
+    );
+    assert_eq!(stored_files(&s.root()), before, "a refused session stored something");
+    // A one-request push opens no session: not refused.
+    assert_eq!(push_blob(&one, &s.url(""), "a", b"monolithic").await.unwrap(), 201);
+
+    // Cancelling one frees its place.
+    assert_eq!(
+        one.delete(s.url(&open.pop().unwrap())).send().await.unwrap().status(),
+        204
+    );
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a cancel");
+    open.push(loc);
+    assert_refused(&open_session(&one, &s, "a").await, "full again");
+    // Finishing one frees its place.
+    let data = b"finished".to_vec();
+    let url = format!("{}?digest={}", s.url(&open.pop().unwrap()), sha256_digest(&data));
+    assert_eq!(one.put(url).body(data).send().await.unwrap().status(), 201);
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a finished upload");
+    open.push(loc);
+    // So does a session discarded on a digest mismatch.
+    let url = format!("{}?digest={}", s.url(&open.pop().unwrap()), sha256_digest(b"other"));
+    assert_eq!(one.put(url).body("bytes").send().await.unwrap().status(), 400);
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a discarded upload");
+    open.push(loc);
+
+    // Another client is not refused because of the first...
+    for _ in 0..2 {
+        assert_eq!(open_session(&two, &s, "a").await.0, 202, "another client");
+    }
+    // ...until the repository holds its cap (3 + 2), whoever asks; other repositories still take them.
+    assert_refused(&open_session(&two, &s, "a").await, "a 6th session in one repository");
+    assert_eq!(open_session(&two, &s, "b").await.0, 202, "another repository");
+    // The open sessions still work.
+    for loc in &open {
+        assert_eq!(one.get(s.url(loc)).send().await.unwrap().status(), 204);
+    }
+    // A session that ended behind this server's back (another replica on the store finished
+    // it, an operator removed it) stops counting once the cap is reached: the sessions counted
+    // are then checked in storage (at most once a second per client, hence the retries).
+    assert_refused(&open_session(&one, &s, "b").await, "still full");
+    let id = open[0].rsplit('/').next().unwrap();
+    std::fs::remove_dir_all(s.root().join("docker/registry/v2/repositories/a/_uploads").join(id)).unwrap();
+    let started = Instant::now();
+    loop {
+        let answer = open_session(&one, &s, "b").await;
+        if answer.0 == 202 {
+            break;
+        }
+        assert_refused(&answer, "while a session gone from storage still counts");
+        assert!(started.elapsed() < SAFETY, "a session gone from storage still counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Regression (issue 17): abandoned sessions stayed until the 168 h purge. registry:2's
+/// `storage.maintenance.uploadpurging` keys set how soon: with `age = 2s` and `interval = 1s`
+/// an abandoned session is removed from storage within seconds, and its place under the cap
+/// is free again.
+#[tokio::test]
+async fn abandoned_upload_sessions_are_purged_after_the_configured_age_and_free_their_place() {
+    let s = Server::start_with(
+        "",
+        &[
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "2s"),
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "1s"),
+            ("WHARF_UPLOADS_MAXPERCLIENT", "1"),
+        ],
+    );
+    let c = client();
+    let (st, loc, _, _) = open_session(&c, &s, "a").await;
+    assert_eq!(st, 202);
+    assert_refused(&open_session(&c, &s, "a").await, "a 2nd session");
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let dir = s.root().join("docker/registry/v2/repositories/a/_uploads").join(&id);
+    assert!(dir.exists(), "{dir:?}");
+    assert!(
+        wait_for(SAFETY, || !dir.exists()),
+        "the abandoned session was not purged"
+    );
+    assert!(
+        s.logs()
+            .iter()
+            .any(|l| l.contains("purged abandoned upload") && l.contains(&id))
+    );
+    assert_eq!(
+        open_session(&c, &s, "a").await.0,
+        202,
+        "the purged session still counted"
+    );
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["BLOB_UPLOAD_UNKNOWN"]);
+}
+
 #[tokio::test]
 async fn an_upload_id_from_another_repository_is_unknown_there() {
     let (s, img) = server_with_image().await;
