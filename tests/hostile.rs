@@ -874,15 +874,14 @@ async fn abandoned_upload_sessions_are_purged_after_the_configured_age_and_free_
     let id = loc.rsplit('/').next().unwrap().to_owned();
     let dir = s.root().join("docker/registry/v2/repositories/a/_uploads").join(&id);
     assert!(dir.exists(), "{dir:?}");
-    assert!(
-        wait_for(SAFETY, || !dir.exists()),
-        "the abandoned session was not purged"
-    );
-    assert!(
-        s.logs()
-            .iter()
-            .any(|l| l.contains("purged abandoned upload") && l.contains(&id))
-    );
+    // The purger removes, then logs: wait for both.
+    let purged = || {
+        !dir.exists()
+            && s.logs()
+                .iter()
+                .any(|l| l.contains("purged abandoned upload") && l.contains(&id))
+    };
+    assert!(wait_for(SAFETY, purged), "the abandoned session was not purged");
     assert_eq!(
         open_session(&c, &s, "a").await.0,
         202,
