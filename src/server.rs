@@ -66,6 +66,7 @@ pub fn registry_for(config: &Config, store: &Store) -> Registry {
             redirect: matches!(store, Store::S3(_)) && !config.storage.redirect.disable,
         },
     )
+    .with_upload_limits(config.uploads.maxperrepository, config.uploads.maxperclient)
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.
@@ -144,7 +145,7 @@ pub async fn serve(
     }
     let router = ops.wrap(http::router(app));
     let drain = ops.drain;
-    let server = accept_loop(listener, router, tls, drain.stopped());
+    let server = accept_loop(listener, router, tls, config.http.sendtimeout(), drain.stopped());
     let metrics = ops.metrics.clone();
     drain
         .run(
@@ -162,11 +163,14 @@ pub async fn serve(
 }
 
 /// Accept connections until `shutdown`, serving each (after a TLS handshake when `tls` is
-/// set) with HTTP/1.1; then wait for in-flight connections to finish their requests.
+/// set) with HTTP/1.1; then wait for in-flight connections to finish their requests. A
+/// connection whose client reads nothing for `send_timeout` while an answer is pending is
+/// closed (under TLS too: the timeout wraps the TCP stream).
 async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<Tls>>,
+    send_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -185,6 +189,7 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = http::idle::SendTimeout::new(stream, send_timeout, peer);
         let router = router.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         let watcher = graceful.watcher();

@@ -622,6 +622,278 @@ async fn dribbling_and_lying_bodies_time_out_and_store_nothing() {
     assert_untouched(&s, &before, &img, "lying lengths").await;
 }
 
+// ---- Slow readers: clients that ask for a large answer and never read it.
+
+/// Pushes a config blob and an image manifest of about 4 MiB (the limit; padded with an
+/// annotation) as `big:v1`, and returns the manifest.
+async fn push_large_manifest(s: &Server) -> Vec<u8> {
+    let c = client();
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
+    assert_eq!(push_blob(&c, &s.url(""), "big", &config).await.unwrap(), 201);
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256_digest(&config),
+            "size": config.len(),
+        },
+        "layers": [],
+        "annotations": {"pad": "x".repeat((4 << 20) - 4096)},
+    }))
+    .unwrap();
+    assert_eq!(put_manifest(&c, &s.url(""), "big", "v1", &m).await.unwrap(), 201);
+    m
+}
+
+/// `n` connections that each send `pipelined` GETs of `path` and read the first byte of the
+/// answer (so the server is known to be sending it), then read nothing more.
+fn slow_readers(s: &Server, path: &str, n: usize, pipelined: usize) -> Vec<TcpStream> {
+    let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {OCI_MANIFEST}\r\n\r\n");
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(get.repeat(pipelined).as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap(), 1, "GET {path}: no answer");
+    }
+    conns
+}
+
+/// Regression (issue 17): 300 clients that GET a 4 MiB manifest and never read the reply pinned
+/// 1.26 GB, since each request read its own copy of the manifest and held it until sent. Now
+/// every request sends slices of one shared copy: the server's memory (peak and current) grows
+/// by less than 64 MiB.
+#[tokio::test]
+async fn slow_readers_of_a_large_manifest_cannot_pin_memory() {
+    let s = Server::start();
+    let m = push_large_manifest(&s).await;
+    // One whole GET first, so what a first GET allocates for good is in the baseline.
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+    let (rss0, peak0) = (s.rss_kib(), s.peak_rss_kib());
+    let conns = slow_readers(&s, "/v2/big/manifests/v1", 300, 1);
+    let (rss1, peak1) = (s.rss_kib(), s.peak_rss_kib());
+    eprintln!(
+        "300 slow readers of a {} byte manifest: RSS {rss0} -> {rss1} KiB (+{} MiB), peak {peak0} -> {peak1} KiB (+{} MiB)",
+        m.len(),
+        rss1.saturating_sub(rss0) / 1024,
+        peak1.saturating_sub(peak0) / 1024
+    );
+    const LIMIT_KIB: u64 = 64 << 10;
+    assert!(
+        peak1.saturating_sub(peak0) < LIMIT_KIB && rss1.saturating_sub(rss0) < LIMIT_KIB,
+        "300 slow readers grew the server: RSS {rss0} -> {rss1} KiB, peak {peak0} -> {peak1} KiB"
+    );
+    drop(conns);
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+}
+
+/// Regression (issue 17): a connection whose client stopped reading was kept forever, with the
+/// answer it was being sent. Now a write that makes no progress for `http.sendtimeout` closes
+/// the connection: a manifest and a blob GET whose readers stall are cut, and the server keeps
+/// serving.
+#[tokio::test]
+async fn a_reader_that_stalls_past_the_send_timeout_is_disconnected() {
+    let s = Server::start_with("", &[("WHARF_HTTP_SENDTIMEOUT", "1s")]);
+    let m = push_large_manifest(&s).await;
+    let blob = random_bytes(32 << 20, 17);
+    assert_eq!(push_blob(&client(), &s.url(""), "big", &blob).await.unwrap(), 201);
+    let cut = |s: &Server| s.logs().iter().filter(|l| l.contains("has read nothing for")).count();
+    // The kernel's socket buffers can take a whole 4 MiB answer, so the manifest is asked for
+    // ten times on one connection (pipelined): 40 MiB of answers, which no buffer holds.
+    let cases = [
+        ("/v2/big/manifests/v1".to_owned(), 10, 10 * m.len()),
+        (format!("/v2/big/blobs/{}", sha256_digest(&blob)), 1, blob.len()),
+    ];
+    for (path, pipelined, len) in cases {
+        let before = cut(&s);
+        let mut c = slow_readers(&s, &path, 1, pipelined).pop().unwrap();
+        assert!(
+            wait_for(SAFETY, || cut(&s) > before),
+            "GET {path}: the stalled connection was not closed within {SAFETY:?}"
+        );
+        // Reading now drains what the kernel still held for us, then meets the end: the
+        // connection was closed short of the answer, not left open.
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.len() < len, "GET {path}: the whole answer came"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("GET {path}: the connection is still open ({e})"),
+        }
+    }
+    let (st, body, _) = get(&client(), &s.url("/v2/big/manifests/v1")).await;
+    assert_eq!((st, body.len()), (200, m.len()));
+}
+
+// ---- Upload sessions: a client hoarding them.
+
+/// A client whose connections come from `addr` (any 127.x.y.z reaches the server on 127.0.0.1).
+fn client_from(addr: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(addr.parse::<std::net::IpAddr>().unwrap())
+        .timeout(SAFETY)
+        .build()
+        .unwrap()
+}
+
+/// POST a new session; (status, Location, Retry-After, body).
+async fn open_session(c: &reqwest::Client, s: &Server, repo: &str) -> (u16, String, Option<String>, Vec<u8>) {
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (status, location, retry) = (
+        r.status().as_u16(),
+        header("location").unwrap_or_default(),
+        header("retry-after"),
+    );
+    (status, location, retry, r.bytes().await.unwrap().to_vec())
+}
+
+fn assert_refused(answer: &(u16, String, Option<String>, Vec<u8>), what: &str) {
+    assert_eq!(answer.0, 429, "{what}: {}", String::from_utf8_lossy(&answer.3));
+    assert_eq!(error_codes(&answer.3), ["TOOMANYREQUESTS"], "{what}");
+    assert!(
+        answer
+            .2
+            .as_deref()
+            .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0)),
+        "{what}: Retry-After {:?}",
+        answer.2
+    );
+}
+
+/// Regression (issue 17): one client opened 5,924 upload sessions in 10 s, each kept for a
+/// week. Now a client (here: an address) may hold `uploads.maxperclient` open sessions and a
+/// repository `uploads.maxperrepository`; beyond, opening one answers 429 TOOMANYREQUESTS with
+/// a Retry-After and stores nothing. Finishing or cancelling a session frees its place, other
+/// clients are not refused because of the first, and one-request pushes need no session.
+#[tokio::test]
+async fn open_upload_sessions_are_capped_per_client_and_per_repository() {
+    let s = Server::start_with(
+        "",
+        &[
+            ("WHARF_UPLOADS_MAXPERCLIENT", "3"),
+            ("WHARF_UPLOADS_MAXPERREPOSITORY", "5"),
+        ],
+    );
+    let (one, two) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (st, loc, _, _) = open_session(&one, &s, "a").await;
+        assert_eq!(st, 202);
+        open.push(loc);
+    }
+    let before = stored_files(&s.root());
+    assert_refused(&open_session(&one, &s, "a").await, "a 4th session of one client");
+    assert_refused(
+        &open_session(&one, &s, "b").await,
+        "a 4th session in another repository",
+    );
+    assert_eq!(stored_files(&s.root()), before, "a refused session stored something");
+    // A one-request push opens no session: not refused.
+    assert_eq!(push_blob(&one, &s.url(""), "a", b"monolithic").await.unwrap(), 201);
+
+    // Cancelling one frees its place.
+    assert_eq!(
+        one.delete(s.url(&open.pop().unwrap())).send().await.unwrap().status(),
+        204
+    );
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a cancel");
+    open.push(loc);
+    assert_refused(&open_session(&one, &s, "a").await, "full again");
+    // Finishing one frees its place.
+    let data = b"finished".to_vec();
+    let url = format!("{}?digest={}", s.url(&open.pop().unwrap()), sha256_digest(&data));
+    assert_eq!(one.put(url).body(data).send().await.unwrap().status(), 201);
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a finished upload");
+    open.push(loc);
+    // So does a session discarded on a digest mismatch.
+    let url = format!("{}?digest={}", s.url(&open.pop().unwrap()), sha256_digest(b"other"));
+    assert_eq!(one.put(url).body("bytes").send().await.unwrap().status(), 400);
+    let (st, loc, _, _) = open_session(&one, &s, "a").await;
+    assert_eq!(st, 202, "after a discarded upload");
+    open.push(loc);
+
+    // Another client is not refused because of the first...
+    for _ in 0..2 {
+        assert_eq!(open_session(&two, &s, "a").await.0, 202, "another client");
+    }
+    // ...until the repository holds its cap (3 + 2), whoever asks; other repositories still take them.
+    assert_refused(&open_session(&two, &s, "a").await, "a 6th session in one repository");
+    assert_eq!(open_session(&two, &s, "b").await.0, 202, "another repository");
+    // The open sessions still work.
+    for loc in &open {
+        assert_eq!(one.get(s.url(loc)).send().await.unwrap().status(), 204);
+    }
+    // A session that ended behind this server's back (another replica on the store finished
+    // it, an operator removed it) stops counting once the cap is reached: the sessions counted
+    // are then checked in storage (at most once a second per client, hence the retries).
+    assert_refused(&open_session(&one, &s, "b").await, "still full");
+    let id = open[0].rsplit('/').next().unwrap();
+    std::fs::remove_dir_all(s.root().join("docker/registry/v2/repositories/a/_uploads").join(id)).unwrap();
+    let started = Instant::now();
+    loop {
+        let answer = open_session(&one, &s, "b").await;
+        if answer.0 == 202 {
+            break;
+        }
+        assert_refused(&answer, "while a session gone from storage still counts");
+        assert!(started.elapsed() < SAFETY, "a session gone from storage still counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Regression (issue 17): abandoned sessions stayed until the 168 h purge. registry:2's
+/// `storage.maintenance.uploadpurging` keys set how soon: with `age = 2s` and `interval = 1s`
+/// an abandoned session is removed from storage within seconds, and its place under the cap
+/// is free again.
+#[tokio::test]
+async fn abandoned_upload_sessions_are_purged_after_the_configured_age_and_free_their_place() {
+    let s = Server::start_with(
+        "",
+        &[
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "2s"),
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "1s"),
+            ("WHARF_UPLOADS_MAXPERCLIENT", "1"),
+        ],
+    );
+    let c = client();
+    let (st, loc, _, _) = open_session(&c, &s, "a").await;
+    assert_eq!(st, 202);
+    assert_refused(&open_session(&c, &s, "a").await, "a 2nd session");
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let dir = s.root().join("docker/registry/v2/repositories/a/_uploads").join(&id);
+    assert!(dir.exists(), "{dir:?}");
+    // The purger removes, then logs: wait for both.
+    let purged = || {
+        !dir.exists()
+            && s.logs()
+                .iter()
+                .any(|l| l.contains("purged abandoned upload") && l.contains(&id))
+    };
+    assert!(wait_for(SAFETY, purged), "the abandoned session was not purged");
+    assert_eq!(
+        open_session(&c, &s, "a").await.0,
+        202,
+        "the purged session still counted"
+    );
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), ["BLOB_UPLOAD_UNKNOWN"]);
+}
+
 #[tokio::test]
 async fn an_upload_id_from_another_repository_is_unknown_there() {
     let (s, img) = server_with_image().await;

@@ -31,6 +31,11 @@ impl TlsServer {
 
 /// A TLS server; `client_ca` adds mTLS; `extra` is appended to the configuration.
 fn start_tls(client_ca: Option<&TestCa>, extra: &str) -> TlsServer {
+    start_tls_with_env(client_ca, extra, &[])
+}
+
+/// [`start_tls`] with more environment variables.
+fn start_tls_with_env(client_ca: Option<&TestCa>, extra: &str, more_env: &[(&str, &str)]) -> TlsServer {
     let ca = TestCa::new("Wharf test CA");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.issue("wharf-1", true);
@@ -53,7 +58,8 @@ fn start_tls(client_ca: Option<&TestCa>, extra: &str) -> TlsServer {
             dir.path().join("clients.pem").display().to_string(),
         ));
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(more_env);
     let s = Server::start_with(extra, &env);
     TlsServer { s, ca, dir }
 }
@@ -125,6 +131,48 @@ async fn tls_1_2_and_1_3_handshakes_and_the_api_over_https() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(sha256_digest(&r.bytes().await.unwrap()), d);
+}
+
+/// Regression (issue 17): over TLS too, a client that stops reading an answer (here a 32 MiB
+/// blob) is disconnected after `http.sendtimeout`, instead of holding its connection and the
+/// blob's mapped window forever: the timeout wraps the TCP stream under TLS.
+#[tokio::test]
+async fn a_stalled_reader_over_tls_is_disconnected_after_the_send_timeout() {
+    let ts = start_tls_with_env(None, "", &[("WHARF_HTTP_SENDTIMEOUT", "1s")]);
+    let blob = random_bytes(32 << 20, 5);
+    let d = sha256_digest(&blob);
+    let c = https_client(&ts.ca.pem, None);
+    let r = c
+        .post(ts.url(&format!("/v2/tls/big/blobs/uploads/?digest={d}")))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let cfg = tls_client_config(&ts.ca.pem, None, BOTH);
+    let tcp = tokio::net::TcpStream::connect(ts.s.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(format!("GET /v2/tls/big/blobs/{d} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    assert_eq!(tls.read(&mut first).await.unwrap(), 1);
+    let cut = || ts.s.logs().iter().any(|l| l.contains("has read nothing for"));
+    assert!(
+        wait_for(Duration::from_secs(30), cut),
+        "the stalled TLS connection was not closed"
+    );
+    // What the kernel still held arrives, then the end (a TLS error for the missing
+    // close_notify, or a plain EOF): never the whole blob, never a connection left open.
+    let mut rest = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut rest)).await {
+        Ok(_) => assert!(rest.len() < blob.len(), "the whole blob came"),
+        Err(_) => panic!("the connection is still open"),
+    }
 }
 
 /// TLS 1.0 and 1.1 are refused; checked with openssl's client, as rustls cannot speak them.

@@ -28,6 +28,27 @@ pub struct Config {
     /// Pull-through cache: `remoteurl` (every repository mirrors one upstream, as registry:2) or
     /// `[[proxy.upstream]]` entries (repositories under a prefix mirror an upstream each).
     pub proxy: ProxyConfig,
+    /// Caps on open upload sessions (Wharf's own; registry:2 has none).
+    pub uploads: UploadsConfig,
+}
+
+/// `uploads`: how many upload sessions may be open at once, per repository and per client (the
+/// authenticated user, else the address); beyond, a new session answers 429 TOOMANYREQUESTS.
+/// 0: no cap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    pub maxperrepository: usize,
+    pub maxperclient: usize,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            maxperrepository: 1000,
+            maxperclient: 100,
+        }
+    }
 }
 
 /// `proxy`: Distribution's single-upstream keys, plus Wharf's several upstreams by prefix.
@@ -192,6 +213,8 @@ pub struct LogConfig {
 pub struct HttpConfig {
     /// After SIGTERM/SIGINT, how long in-flight requests may finish before they are cut ("30s").
     pub draintimeout: String,
+    /// A connection whose client reads nothing of an answer for this long is closed ("60s").
+    pub sendtimeout: String,
     /// Extra response headers (name -> values).
     pub headers: Headers,
     /// The debug listener and the metrics endpoint.
@@ -497,6 +520,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             health: HealthConfig::default(),
             proxy: ProxyConfig::default(),
+            uploads: UploadsConfig::default(),
         }
     }
 }
@@ -515,6 +539,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             draintimeout: default_draintimeout(),
+            sendtimeout: default_sendtimeout(),
             headers: Headers::new(),
             debug: DebugConfig::default(),
             addr: ":5000".into(),

@@ -91,6 +91,12 @@ pub fn default_draintimeout() -> String {
     "30s".into()
 }
 
+/// Default for `http.sendtimeout`: as long as the read side's silence between two pieces of a
+/// request body (`hooks::BODY_IDLE_TIMEOUT`).
+pub fn default_sendtimeout() -> String {
+    "60s".into()
+}
+
 /// `http.headers`: extra response headers, name -> values (Distribution's YAML form
 /// `X-Content-Type-Options: [nosniff]`).
 pub type Headers = BTreeMap<String, Vec<String>>;
@@ -100,12 +106,22 @@ impl super::HttpConfig {
     pub fn draintimeout(&self) -> Duration {
         parse_duration(&self.draintimeout).expect("validated")
     }
+
+    /// How long a write to a client may make no progress before its connection is closed.
+    pub fn sendtimeout(&self) -> Duration {
+        parse_duration(&self.sendtimeout).expect("validated")
+    }
 }
 
 impl super::Config {
     /// Checks of the operational keys; each error names the key.
     pub(super) fn validate_ops(&self) -> Result<(), (String, String)> {
         parse_duration(&self.http.draintimeout).map_err(|e| ("http.draintimeout".to_owned(), e))?;
+        match parse_duration(&self.http.sendtimeout) {
+            Ok(d) if d.is_zero() => return Err(("http.sendtimeout".into(), "must be greater than zero".into())),
+            Ok(_) => {}
+            Err(e) => return Err(("http.sendtimeout".into(), e)),
+        }
         for (name, values) in &self.http.headers {
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err((format!("http.headers.{name}"), "is not a valid header name".into()));

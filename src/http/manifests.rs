@@ -3,12 +3,14 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::route::Reference;
 use super::{App, hv};
 use crate::error::{Error, Result};
 use crate::proxy::{ManifestRef, warning_header};
+use crate::registry::manifests::StoredManifest;
 use crate::registry::names::{RepoName, Tag};
 
 /// Manifests larger than this are refused with 413 (as Distribution's 4 MiB default).
@@ -67,12 +69,37 @@ pub async fn get(
             .expect("valid response"));
     }
     let resp = resp.header(header::CONTENT_LENGTH, m.bytes.len());
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(m.bytes.clone())
-    };
+    let body = if head { Body::empty() } else { shared_body(m) };
     Ok(resp.body(body).expect("valid response"))
+}
+
+/// Frames of a manifest body: slices of the one copy every request for it shares.
+const FRAME: usize = 64 << 10;
+
+/// The body of a manifest GET, sent without a copy per connection: slices of the stored bytes
+/// that each hold the manifest itself, so while any response is still being sent the cache
+/// hands the same copy to every other request for that digest (`registry::cache`), however
+/// large. Slices of at most [`FRAME`] bytes also bound what hyper copies into its own buffer
+/// where it flattens writes. A reader that stalls is cut by `http.sendtimeout` (`idle.rs`).
+fn shared_body(m: std::sync::Arc<StoredManifest>) -> Body {
+    let len = m.bytes.len();
+    if len <= FRAME {
+        return Body::from(m.bytes.clone());
+    }
+    let whole = Bytes::from_owner(Held(m));
+    let frames = (0..len)
+        .step_by(FRAME)
+        .map(move |at| Ok::<_, std::convert::Infallible>(whole.slice(at..(at + FRAME).min(len))));
+    Body::from_stream(futures::stream::iter(frames))
+}
+
+/// A manifest's bytes, keeping the manifest (and so its cache entry) alive.
+struct Held(std::sync::Arc<StoredManifest>);
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.bytes
+    }
 }
 
 /// Tags accepted in one push by digest (`?tag=`); more answer 414.

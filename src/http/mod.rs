@@ -126,6 +126,7 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
     {
         return Err(proxy.refuse_write(&target));
     }
+    let peer = request_info(&req).peer;
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
     use V2Route::*;
@@ -134,7 +135,9 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Blob { name, digest }, &Method::GET) => blobs::get(app, name, digest, h, false).await,
         (Blob { name, digest }, &Method::HEAD) => blobs::get(app, name, digest, h, true).await,
         (Blob { name, digest }, &Method::DELETE) => blobs::delete(app, name, digest).await,
-        (UploadStart { name }, &Method::POST) => uploads::start(app, name, &q, h, body).await,
+        (UploadStart { name }, &Method::POST) => {
+            uploads::start(app, name, &q, h, body, &uploads::client_key(&caller, peer)).await
+        }
         (Upload { name, id }, &Method::GET) => uploads::status(app, name, id).await,
         (Upload { name, id }, &Method::PATCH) => uploads::patch(app, name, id, h, body).await,
         (Upload { name, id }, &Method::PUT) => uploads::put(app, name, id, &q, h, body).await,

@@ -84,12 +84,29 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// Who opens an upload session, for the cap per client (`uploads.maxperclient`): the
+/// authenticated user, else the client's address; an IPv6 address by its /64 (one host may
+/// hold a whole /64 and use any address of it).
+pub fn client_key(caller: &crate::auth::Caller, peer: Option<std::net::IpAddr>) -> String {
+    use std::net::IpAddr;
+    match (&caller.user, peer.map(|p| p.to_canonical())) {
+        (Some(user), _) => format!("user {user}"),
+        (None, Some(IpAddr::V4(a))) => format!("address {a}"),
+        (None, Some(IpAddr::V6(a))) => {
+            let s = a.segments();
+            format!("address {:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        (None, None) => "anonymous".to_owned(),
+    }
+}
+
 pub async fn start(
     app: &App,
     name: &RepoName,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
+    client: &str,
 ) -> Result<Response> {
     if let Some(mount) = digest_param(q, "mount")? {
         let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
@@ -108,7 +125,7 @@ pub async fn start(
         Some(a) => a.parse::<Algorithm>().map_err(Error::DigestInvalid)?,
         None => Algorithm::Sha256,
     };
-    let st = app.registry.start_upload(name, alg).await?;
+    let st = app.registry.start_upload(name, alg, client).await?;
     Ok(accepted(name, &st, StatusCode::ACCEPTED))
 }
 

@@ -70,7 +70,7 @@
 //! (5 s), which bounds the staleness they can see. Object stores keep the walk per page.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -102,20 +102,67 @@ pub fn catalog_young() -> Duration {
     crate::hooks::CATALOG_INDEX_MAX_AGE.max(catalog_max_age()) + Duration::from_secs(1)
 }
 
+/// Parsed manifests by digest, bounded at [`MANIFEST_BUDGET`] bytes; and every manifest some
+/// request still holds, however large, so that concurrent requests for one digest share one
+/// copy of its bytes (a slow reader of a 4 MiB manifest must not cost 4 MiB per connection).
 #[derive(Default)]
 pub struct ManifestCache {
     inner: Mutex<(HashMap<Digest, Arc<StoredManifest>>, usize)>,
+    /// Manifests too large for the budget, while any request holds them (a response being
+    /// sent holds its manifest until the last byte is written: see `http::manifests`).
+    live: Mutex<HashMap<Digest, Weak<StoredManifest>>>,
+    /// One load at a time per digest, so concurrent misses read and parse a manifest once.
+    loading: Mutex<HashMap<Digest, Weak<tokio::sync::Mutex<()>>>>,
 }
+
+/// Dead entries of the live and loading maps are swept once they hold this many.
+const SWEEP_AT: usize = 256;
 
 impl ManifestCache {
     pub fn get(&self, d: &Digest) -> Option<Arc<StoredManifest>> {
-        self.inner.lock().expect("manifest cache poisoned").0.get(d).cloned()
+        if let Some(m) = self.inner.lock().expect("manifest cache poisoned").0.get(d).cloned() {
+            return Some(m);
+        }
+        let live = self.live.lock().expect("manifest cache poisoned");
+        live.get(d).and_then(Weak::upgrade)
     }
 
-    pub fn insert(&self, m: Arc<StoredManifest>) {
+    /// Wait for any other load of `d` to finish, and keep others waiting while the guard is
+    /// held: the caller looks in the cache again, then loads and inserts.
+    pub async fn loading(&self, d: &Digest) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.loading.lock().expect("manifest cache poisoned");
+            match map.get(d).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    if map.len() >= SWEEP_AT {
+                        map.retain(|_, w| w.strong_count() > 0);
+                    }
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(d.clone(), Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+
+    /// Remember a manifest just read; returns the copy to use (an equal one another request
+    /// holds already, if any, so only one stays in memory).
+    pub fn insert(&self, m: Arc<StoredManifest>) -> Arc<StoredManifest> {
         let size = m.bytes.len();
         if size > MANIFEST_BUDGET / 16 {
-            return; // a few huge manifests must not push out thousands of ordinary ones
+            // A few huge manifests must not push out thousands of ordinary ones: kept only
+            // while some request holds them.
+            let mut live = self.live.lock().expect("manifest cache poisoned");
+            if let Some(held) = live.get(&m.digest).and_then(Weak::upgrade) {
+                return held;
+            }
+            if live.len() >= SWEEP_AT {
+                live.retain(|_, w| w.strong_count() > 0);
+            }
+            live.insert(m.digest.clone(), Arc::downgrade(&m));
+            return m;
         }
         let mut g = self.inner.lock().expect("manifest cache poisoned");
         let (map, bytes) = &mut *g;
@@ -123,9 +170,10 @@ impl ManifestCache {
             map.clear();
             *bytes = 0;
         }
-        if map.insert(m.digest.clone(), m).is_none() {
+        if map.insert(m.digest.clone(), m.clone()).is_none() {
             *bytes += size;
         }
+        m
     }
 }
 
@@ -331,7 +379,12 @@ mod tests {
             assert!(cache.inner.lock().unwrap().1 <= MANIFEST_BUDGET);
         }
         assert!(cache.get(&manifest(99, 1).digest).is_some());
-        cache.insert(manifest(1000, 4 << 20)); // too large to keep
+        // Too large to keep, but shared while held: a second copy read meanwhile is dropped.
+        let held = cache.insert(manifest(1000, 4 << 20));
+        let again = cache.insert(manifest(1000, 4 << 20));
+        assert!(Arc::ptr_eq(&held, &again));
+        assert!(Arc::ptr_eq(&cache.get(&held.digest).unwrap(), &held));
+        drop((held, again));
         assert!(cache.get(&manifest(1000, 1).digest).is_none());
     }
 }

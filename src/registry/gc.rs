@@ -602,6 +602,9 @@ impl Registry {
                     } else if !dry_run {
                         self.driver.delete(&paths::upload_dir(&repo, &id)).await?;
                     }
+                    if !dry_run {
+                        self.upload_limits.ended(id.as_str());
+                    }
                     purged.push((repo.clone(), id.to_string()));
                 }
             }

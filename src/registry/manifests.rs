@@ -518,6 +518,11 @@ impl Registry {
         if let Some(m) = self.manifest_cache.get(d) {
             return Ok(m);
         }
+        // Concurrent misses wait for one read (a burst of GETs of a 4 MiB manifest reads it once).
+        let _loading = self.manifest_cache.loading(d).await;
+        if let Some(m) = self.manifest_cache.get(d) {
+            return Ok(m);
+        }
         let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
@@ -542,8 +547,7 @@ impl Registry {
                 subject: None,
             },
         });
-        self.manifest_cache.insert(m.clone());
-        Ok(m)
+        Ok(self.manifest_cache.insert(m))
     }
 
     /// Store a manifest by digest (`url_digest`), and under `tags` (the tag of the URL, or `?tag=`s).

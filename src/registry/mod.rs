@@ -5,6 +5,7 @@ pub mod blobs;
 mod cache;
 pub mod digest;
 pub mod gc;
+pub mod limits;
 pub mod listing;
 pub mod manifests;
 pub mod names;
@@ -53,6 +54,8 @@ pub struct Registry {
     tag_index: cache::TagIndex,
     /// Every repository name, sorted, for O(page) catalog pages (filesystem stores).
     catalog_index: cache::CatalogIndex,
+    /// Caps on open upload sessions per repository and per client, and this process's count.
+    upload_limits: limits::UploadLimits,
 }
 
 impl Registry {
@@ -66,7 +69,15 @@ impl Registry {
             manifest_cache: cache::ManifestCache::default(),
             tag_index: cache::TagIndex::default(),
             catalog_index: cache::CatalogIndex::default(),
+            upload_limits: limits::UploadLimits::default(),
         }
+    }
+
+    /// Cap open upload sessions at `per_repository` per repository and `per_client` per
+    /// client (0: no cap); see `limits`.
+    pub fn with_upload_limits(mut self, per_repository: usize, per_client: usize) -> Self {
+        self.upload_limits = limits::UploadLimits::new(per_repository, per_client);
+        self
     }
 
     pub fn options(&self) -> &Options {

@@ -136,8 +136,71 @@ impl Registry {
     /// session is either there or cleanly unknown (404 BLOB_UPLOAD_UNKNOWN, and the client
     /// starts over), and the offset-0 hash state is never read back (see `load_session`), so a
     /// lost or empty one does no harm. Chunks are fsync'd as before.
-    pub async fn start_upload(&self, repo: &RepoName, alg: Algorithm) -> Result<UploadStatus> {
+    ///
+    /// The session counts against the caps on open sessions (`registry::limits`) of `repo` and
+    /// of `client` (who asks: a user, else an address) until it ends; beyond either cap the
+    /// answer is 429 TOOMANYREQUESTS and nothing is written.
+    pub async fn start_upload(&self, repo: &RepoName, alg: Algorithm, client: &str) -> Result<UploadStatus> {
         let id = UploadId::new();
+        let slot = self.reserve_upload(repo, client, &id).await?;
+        let st = self.open_session(repo, id, alg).await?;
+        slot.keep();
+        Ok(st)
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        let r = self.upload_status_inner(repo, id).await;
+        if let Err(e @ Error::BlobUploadUnknown(_)) = &r {
+            self.settle_upload(repo, id, e).await;
+        }
+        r
+    }
+
+    /// Append a chunk (PATCH); see `append_upload_inner`.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: ChunkInfo,
+        body: BodyStream,
+        location: &str,
+    ) -> Result<UploadStatus> {
+        let r = self.append_upload_inner(repo, id, chunk, body, location).await;
+        if let Err(e @ Error::BlobUploadUnknown(_)) = &r {
+            self.settle_upload(repo, id, e).await;
+        }
+        r
+    }
+
+    /// Close a session (PUT `?digest=`); see `finish_upload_inner`. A session that ended
+    /// (stored, or discarded on a mismatch) no longer counts against the caps.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        chunk: ChunkInfo,
+        body: BodyStream,
+        location: &str,
+    ) -> Result<BlobInfo> {
+        let r = self.finish_upload_inner(repo, id, digest, chunk, body, location).await;
+        match &r {
+            Ok(_) => self.upload_limits.ended(id.as_str()),
+            Err(e) => self.settle_upload(repo, id, e).await,
+        }
+        r
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let r = self.cancel_upload_inner(repo, id).await;
+        match &r {
+            Ok(()) => self.upload_limits.ended(id.as_str()),
+            Err(e) => self.settle_upload(repo, id, e).await,
+        }
+        r
+    }
+
+    async fn open_session(&self, repo: &RepoName, id: UploadId, alg: Algorithm) -> Result<UploadStatus> {
         let now = humantime::format_rfc3339(SystemTime::now()).to_string();
         self.driver
             .put_content_volatile(&paths::upload_startedat(repo, &id), Bytes::from(now))
@@ -153,7 +216,7 @@ impl Registry {
         Ok(UploadStatus { id, size: 0 })
     }
 
-    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+    async fn upload_status_inner(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
         }
@@ -170,7 +233,7 @@ impl Registry {
 
     /// Append a chunk (PATCH). A chunk that does not start at the current offset is refused
     /// with 416; one whose length disagrees with its `Content-Range` is rolled back.
-    pub async fn append_upload(
+    async fn append_upload_inner(
         &self,
         repo: &RepoName,
         id: &UploadId,
@@ -247,7 +310,7 @@ impl Registry {
 
     /// Close a session (PUT `?digest=`), with an optional last chunk. On a digest mismatch the
     /// session is discarded and nothing is stored.
-    pub async fn finish_upload(
+    async fn finish_upload_inner(
         &self,
         repo: &RepoName,
         id: &UploadId,
@@ -343,7 +406,7 @@ impl Registry {
         result
     }
 
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+    async fn cancel_upload_inner(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         let _guard = self.lock_session(repo, id).await?;
         self.forget_warm(repo, id);
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
