@@ -630,3 +630,49 @@ async fn an_external_issuer_trusted_by_certificate_public_key_or_jwks() {
         401
     );
 }
+
+/// The token endpoint shares the failed-login limits of Basic auth: wrong passwords by GET
+/// (Basic) and by POST (`grant_type=password`) count together, and once `maxfailures` (5) is
+/// reached both answer 429 TOOMANYREQUESTS with Retry-After at once, the right password too;
+/// another user is not affected.
+#[tokio::test]
+async fn failed_logins_at_the_token_endpoint_are_limited_by_get_and_post_together() {
+    let i = start_issuer("", "[auth.login]\nwindow = \"1h\"\n");
+    let s = &i.s;
+    let c = client();
+    let post = |user: &str, password: &str| {
+        c.post(s.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=password&service={SERVICE}&username={user}&password={password}"
+            ))
+            .send()
+    };
+    let get = |user: &str, password: &str| {
+        c.get(s.url(&format!("/token?service={SERVICE}")))
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    for n in 0..5 {
+        let r = if n % 2 == 0 {
+            get("alice", "guess").await
+        } else {
+            post("alice", "guess").await
+        }
+        .unwrap();
+        assert_eq!(r.status(), 401, "guess {n}");
+    }
+    for r in [
+        get("alice", "guess").await,
+        post("alice", "guess").await,
+        get("alice", "pa").await,
+        post("alice", "pa").await,
+    ] {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["TOOMANYREQUESTS"]);
+    }
+    assert_eq!(get("bob", "pb").await.unwrap().status(), 200);
+    assert_eq!(post("bob", "pb").await.unwrap().status(), 200);
+}

@@ -12,6 +12,7 @@ pub mod token;
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
@@ -49,7 +50,7 @@ enum Mode {
     Off,
     Basic {
         realm: String,
-        users: Htpasswd,
+        users: Arc<Htpasswd>,
     },
     Token(Box<TokenMode>),
 }
@@ -66,7 +67,7 @@ struct TokenMode {
 /// The built-in token server.
 struct BuiltIn {
     signer: Signer,
-    users: Htpasswd,
+    users: Arc<Htpasswd>,
     ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -102,7 +103,7 @@ pub struct Issued {
 pub struct Auth {
     mode: Mode,
     rules: Rules,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
 }
 
 /// Credentials as sent in `Authorization`.
@@ -166,7 +167,7 @@ impl Auth {
         let mode = if let Some(h) = &cfg.htpasswd {
             Mode::Basic {
                 realm: h.realm.clone(),
-                users: Htpasswd::open(Path::new(&h.path))?,
+                users: Arc::new(Htpasswd::open(Path::new(&h.path))?),
             }
         } else if let Some(t) = &cfg.token {
             let builtin = if t.signingkey.is_empty() {
@@ -174,7 +175,7 @@ impl Auth {
             } else {
                 Some(BuiltIn {
                     signer: Signer::load(Path::new(&t.signingkey))?,
-                    users: Htpasswd::open(Path::new(&t.htpasswd))?,
+                    users: Arc::new(Htpasswd::open(Path::new(&t.htpasswd))?),
                     ttl: parse_duration(&t.expiration).expect("validated"),
                     refresh_ttl: parse_duration(&t.refreshexpiration).expect("validated"),
                 })
@@ -193,7 +194,7 @@ impl Auth {
         Ok(Auth {
             mode,
             rules: Rules::from_config(cfg),
-            limiter: Limiter::default(),
+            limiter: Arc::new(Limiter::new(&cfg.login)),
         })
     }
 
@@ -226,7 +227,7 @@ impl Auth {
                 let caller = match creds {
                     Credentials::None => Caller::default(),
                     Credentials::Basic { user, password } => {
-                        if !self.login(users, &user, &password, req.peer).await {
+                        if self.login(users, &user, &password, req.peer).await?.is_none() {
                             return Err(challenge());
                         }
                         Caller {
@@ -343,7 +344,7 @@ impl Auth {
         let user = match tr.grant {
             Grant::Header(Credentials::None) => None,
             Grant::Header(Credentials::Basic { user, password }) | Grant::Password { user, password } => {
-                if !self.login(&b.users, &user, &password, req.peer).await {
+                if self.login(&b.users, &user, &password, req.peer).await?.is_none() {
                     return Err(refused());
                 }
                 Some(user)
@@ -357,7 +358,7 @@ impl Auth {
                         tracing::info!(reason = %e, "refused a refresh token");
                         refused()
                     })?;
-                if claims.sub.is_empty() || !b.users.has_user(&claims.sub) {
+                if claims.sub.is_empty() || b.users.entry(&claims.sub).is_none() {
                     return Err(refused());
                 }
                 Some(claims.sub)
@@ -404,24 +405,58 @@ impl Auth {
         })
     }
 
-    /// Check a password, slowing down clients that keep failing.
-    pub async fn login(&self, users: &Htpasswd, user: &str, password: &str, peer: Option<IpAddr>) -> bool {
-        if let Some(ip) = peer {
-            let wait = self.limiter.delay(ip);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+    /// Check a password under the failed-login limits (`limiter`): Ok(Some(the matched hash))
+    /// if right, Ok(None) if wrong, 429 TOOMANYREQUESTS at once (no bcrypt) while `user` is
+    /// locked out for this client address.
+    pub async fn login(
+        &self,
+        users: &Arc<Htpasswd>,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<String>, Error> {
+        let l = &self.limiter;
+        let throttled = |retry_after: Duration| {
+            crate::metrics::login_throttled();
+            tracing::debug!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "login refused: too many failed logins");
+            Error::Throttled {
+                reason: "too many failed logins: try again later".into(),
+                retry_after,
             }
+        };
+        let busy = Duration::from_secs(1);
+        // Locked out: refuse before anything, the remembered-password check included (it is
+        // an oracle too).
+        if let Some(wait) = l.locked(user, peer) {
+            return Err(throttled(wait));
         }
-        let ok = users.verify(user, password).await;
-        if let Some(ip) = peer {
-            if ok {
-                self.limiter.succeeded(ip);
-            } else {
-                tracing::warn!(user, client = %ip, "failed login");
-                self.limiter.failed(ip);
+        if let Some(hash) = users.cached(user, password) {
+            l.known(user, peer);
+            return Ok(Some(hash));
+        }
+        // One check per user at a time, so parallel guesses see each other's failures.
+        let turn = l.turn(user).await.ok_or_else(|| throttled(busy))?;
+        if let Some(hash) = users.cached(user, password) {
+            l.known(user, peer);
+            return Ok(Some(hash));
+        }
+        let ticket = l.reserve(user, peer).map_err(throttled)?;
+        let slot = l.slot().await.ok_or_else(|| throttled(busy))?;
+        // The check runs to its end, and is counted, even if the client goes away meanwhile.
+        let (users, user, password) = (users.clone(), user.to_owned(), password.to_owned());
+        let task = tokio::spawn(async move {
+            let hash = users.check(&user, &password, slot).await;
+            match &hash {
+                Some(_) => ticket.succeeded(peer),
+                None => {
+                    tracing::warn!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "failed login");
+                    ticket.failed();
+                }
             }
-        }
-        ok
+            drop(turn);
+            hash
+        });
+        Ok(task.await.unwrap_or(None))
     }
 
     /// Whether `caller` may do `a`. With auth off, everything. A bearer caller needs `a` in its

@@ -241,6 +241,35 @@ pub struct AuthConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     /// Access rules (`[[auth.access]]`). None: every authenticated user may do everything.
     pub access: Vec<AccessRuleConfig>,
+    /// Limits on password guessing (`[auth.login]`), for Basic auth and the token endpoint.
+    pub login: LoginConfig,
+}
+
+/// `[auth.login]`: how many failed password checks are evaluated before attempts are refused
+/// (429 TOOMANYREQUESTS, at once and without checking the password), and how many password
+/// hashes (bcrypt) are evaluated at once. See `auth::limiter`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failed logins per user per window (from addresses the user has not logged in from).
+    pub maxfailures: u32,
+    /// Failed logins per client address (IPv6: per /64) per window, all users together.
+    pub maxaddressfailures: u32,
+    /// The counting window; a lockout ends at the latest one window after the first failure.
+    pub window: String,
+    /// Password hashes evaluated at once, server-wide; further checks wait up to 10 s, then 429.
+    pub maxchecks: u32,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            maxfailures: 5,
+            maxaddressfailures: 30,
+            window: "1m".into(),
+            maxchecks: 4,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -675,6 +704,21 @@ impl Config {
                 ("leeway", &t.leeway),
             ] {
                 parse_duration(v).map_err(|e| (format!("auth.token.{k}"), e))?;
+            }
+        }
+        let login = &auth.login;
+        match parse_duration(&login.window) {
+            Ok(d) if d.is_zero() => return err("auth.login.window", "must be greater than zero".into()),
+            Ok(_) => {}
+            Err(e) => return err("auth.login.window", e),
+        }
+        for (k, v) in [
+            ("maxfailures", login.maxfailures),
+            ("maxaddressfailures", login.maxaddressfailures),
+            ("maxchecks", login.maxchecks),
+        ] {
+            if v == 0 {
+                return err(&format!("auth.login.{k}"), "must be at least 1".into());
             }
         }
         if auth.htpasswd.is_none() && auth.token.is_none() && !auth.access.is_empty() {
