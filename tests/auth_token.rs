@@ -676,3 +676,93 @@ async fn failed_logins_at_the_token_endpoint_are_limited_by_get_and_post_togethe
     assert_eq!(get("bob", "pb").await.unwrap().status(), 200);
     assert_eq!(post("bob", "pb").await.unwrap().status(), 200);
 }
+
+/// A refresh token is bound to the credential it was issued for: once the user's password
+/// changes in the htpasswd file (re-read without a restart) or the user is removed, it mints
+/// nothing (401); other users' refresh tokens keep working, and a login with the new password
+/// gets a refresh token that works.
+#[tokio::test]
+async fn a_refresh_token_ends_when_the_password_changes_or_the_user_is_removed() {
+    let i = start_issuer("", RULES);
+    let s = &i.s;
+    let c = client();
+    let form = |pairs: &[(&str, &str)]| {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(':', "%3A").replace('/', "%2F")))
+            .collect::<Vec<_>>()
+            .join("&");
+        c.post(s.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let login = |user: &'static str, password: &'static str| async move {
+        let r = form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("service", SERVICE),
+            ("access_type", "offline"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        body["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let refresh = |token: String| async move {
+        let r = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &token),
+            ("service", SERVICE),
+            ("scope", "repository:team-a/app:pull"),
+        ])
+        .await
+        .unwrap();
+        r.status().as_u16()
+    };
+    let alice = login("alice", "pa").await;
+    let bob = login("bob", "pb").await;
+    assert_eq!(refresh(alice.clone()).await, 200);
+    // the admin changes alice's password; bob's line stays as it was
+    let path = i._dir.path().join("htpasswd");
+    // the file's current lines but those of `user`
+    let without = |user: &str| -> String {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{user}:")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let write = |text: String| {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(format!("{}{}", without("alice"), htpasswd(&[("alice", "new-pa")])));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refresh(alice.clone()).await == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh token outlived the password"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(refresh(alice.clone()).await, 401);
+    assert_eq!(refresh(bob.clone()).await, 200, "bob's credential did not change");
+    let alice2 = login("alice", "new-pa").await;
+    assert_eq!(refresh(alice2).await, 200);
+    // bob is removed
+    write(without("bob"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refresh(bob.clone()).await == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh token outlived its user"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(refresh(bob).await, 401);
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
+use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, parse_duration};
 use crate::error::Error;
@@ -341,12 +342,15 @@ impl Auth {
             detail: Vec::new(),
         };
         let refresh_audience = format!("{}#refresh", t.service);
+        // The credential a refresh token is bound to: the user's htpasswd hash at login.
+        let mut bound_to = None;
         let user = match tr.grant {
             Grant::Header(Credentials::None) => None,
             Grant::Header(Credentials::Basic { user, password }) | Grant::Password { user, password } => {
-                if self.login(&b.users, &user, &password, req.peer).await?.is_none() {
+                let Some(hash) = self.login(&b.users, &user, &password, req.peer).await? else {
                     return Err(refused());
-                }
+                };
+                bound_to = Some(hash);
                 Some(user)
             }
             Grant::Header(_) => return Err(refused()),
@@ -358,9 +362,21 @@ impl Auth {
                         tracing::info!(reason = %e, "refused a refresh token");
                         refused()
                     })?;
-                if claims.sub.is_empty() || b.users.entry(&claims.sub).is_none() {
+                // Bound to the credential it was issued for: a changed password or a removed
+                // user ends it (tokens without a binding, from before, too).
+                let current = b.users.entry(&claims.sub);
+                let same = current.as_deref().is_some_and(|hash| {
+                    let expected = b.signer.credential_binding(&claims.sub, hash);
+                    !claims.cred.is_empty() && bool::from(expected.as_bytes().ct_eq(claims.cred.as_bytes()))
+                });
+                if claims.sub.is_empty() || !same {
+                    tracing::info!(
+                        user = claims.sub,
+                        "refused a refresh token: the user's password changed or the user was removed"
+                    );
                     return Err(refused());
                 }
+                bound_to = current;
                 Some(claims.sub)
             }
         };
@@ -391,10 +407,17 @@ impl Auth {
             .join(" ");
         let sub = user.as_deref().unwrap_or("");
         let token = b.signer.sign(&t.issuer, sub, &t.service, b.ttl, granted);
-        let refresh_token = (tr.offline && user.is_some()).then(|| {
-            b.signer
-                .sign(&t.issuer, sub, &refresh_audience, b.refresh_ttl, Vec::new())
-        });
+        let refresh_token = match (&user, bound_to) {
+            (Some(u), Some(hash)) if tr.offline => Some(b.signer.sign_bound(
+                &t.issuer,
+                sub,
+                &refresh_audience,
+                b.refresh_ttl,
+                Vec::new(),
+                b.signer.credential_binding(u, &hash),
+            )),
+            _ => None,
+        };
         tracing::info!(user = sub, scope = %scope, "token issued");
         Ok(Issued {
             token,
