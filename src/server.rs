@@ -104,7 +104,9 @@ pub async fn serve(
     } else {
         None
     };
-    let auth = Auth::from_config(&config.auth).map_err(anyhow::Error::msg)?;
+    let auth = Auth::from_config(&config.auth)
+        .map_err(anyhow::Error::msg)?
+        .with_host(config.http.base_url().ok().flatten().as_deref());
     let tls = match &config.http.tls {
         Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
         _ => None,
@@ -185,14 +187,17 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let router = router.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(TokioIo::new(stream), router, peer, false, watcher).await,
+                None => serve_connection(TokioIo::new(stream), router, (peer, local), false, watcher).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), router, peer, true, watcher).await,
+                    Ok(Ok(stream)) => {
+                        serve_connection(TokioIo::new(stream), router, (peer, local), true, watcher).await
+                    }
                     Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 },
@@ -208,7 +213,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_connection<I>(
     io: TokioIo<I>,
     router: axum::Router,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
     tls: bool,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -220,6 +225,9 @@ async fn serve_connection<I>(
     let svc = tower::util::MapRequestLayer::new(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(|b| http::idle::IdleTimeoutBody::new(b, idle));
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(local) = local {
+            req.extensions_mut().insert(http::LocalAddr(local));
+        }
         if tls {
             req.extensions_mut().insert(http::TlsConnection);
         }

@@ -25,6 +25,11 @@ struct Issuer {
 
 /// A registry with the built-in issuer (ES256 key made here), htpasswd users, the rules.
 fn start_issuer(extra_token_keys: &str, extra: &str) -> Issuer {
+    start_issuer_env(extra_token_keys, extra, &[])
+}
+
+/// The same, with variables in the server's environment.
+fn start_issuer_env(extra_token_keys: &str, extra: &str, env: &[(&str, &str)]) -> Issuer {
     let dir = tempfile::tempdir().unwrap();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let key = dir.path().join("token.key");
@@ -42,7 +47,7 @@ fn start_issuer(extra_token_keys: &str, extra: &str) -> Issuer {
         users.display().to_string()
     );
     Issuer {
-        s: Server::start_with(&toml, &[]),
+        s: Server::start_with(&toml, env),
         key_pem: kp.serialize_pem(),
         public_pem: kp.public_key_pem(),
         _dir: dir,
@@ -765,4 +770,50 @@ async fn a_refresh_token_ends_when_the_password_changes_or_the_user_is_removed()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(refresh(bob).await, 401);
+}
+
+/// The realm in challenges comes from configuration, never from the client's `Host` header:
+/// `http.host` + `/token` when set (registry:2's key), else the address the client connected
+/// to, with a warning at start-up; a malformed `http.host` stops start-up naming the key.
+#[tokio::test]
+async fn the_token_realm_comes_from_configuration_not_from_the_host_header() {
+    let evil = |s: &Server| {
+        client()
+            .get(s.url("/v2/team-a/app/tags/list"))
+            .header("host", "evil.example:666")
+            .send()
+    };
+    let i = start_issuer("", "");
+    let r = evil(&i.s).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let ch = challenge(&r);
+    assert!(
+        ch.starts_with(&format!("Bearer realm=\"http://{}/token\",", i.s.addr)),
+        "{ch}"
+    );
+    assert!(!ch.contains("evil"), "{ch}");
+    assert!(
+        i.s.logs()
+            .iter()
+            .any(|l| l.contains("neither auth.token.realm nor http.host is set")),
+        "no start-up warning"
+    );
+    drop(i);
+
+    let i = start_issuer_env("", "", &[("REGISTRY_HTTP_HOST", "https://registry.example.com/")]);
+    let ch = challenge(&evil(&i.s).await.unwrap());
+    assert!(
+        ch.starts_with("Bearer realm=\"https://registry.example.com/token\",service="),
+        "{ch}"
+    );
+    assert!(!i.s.logs().iter().any(|l| l.contains("neither auth.token.realm")));
+    drop(i);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["check-config"])
+        .env("REGISTRY_HTTP_HOST", "registry.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.host"));
 }

@@ -35,6 +35,9 @@ pub struct RequestInfo<'a> {
     pub peer: Option<IpAddr>,
     /// The connection is TLS (challenges then name an https realm).
     pub tls: bool,
+    /// This server's address as the client reached it (the realm's last resort; never the
+    /// client's `Host` header, which the client chooses).
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// An authenticated (or anonymous) caller.
@@ -57,7 +60,8 @@ enum Mode {
 }
 
 struct TokenMode {
-    /// Configured realm; empty: this server's `/token`.
+    /// The realm: `auth.token.realm`, else `http.host` + `/token`; empty: this server's
+    /// `/token` at the address the client connected to.
     realm: String,
     service: String,
     issuer: String,
@@ -199,6 +203,25 @@ impl Auth {
         })
     }
 
+    /// Take the built-in token server's realm from `http.host` (registry:2's externally
+    /// reachable URL) when `auth.token.realm` is unset; with neither, warn: challenges then
+    /// name the address each client connected to.
+    pub fn with_host(mut self, base_url: Option<&str>) -> Auth {
+        if let Mode::Token(t) = &mut self.mode
+            && t.realm.is_empty()
+        {
+            match base_url {
+                Some(base) => t.realm = format!("{base}/token"),
+                None => tracing::warn!(
+                    "neither auth.token.realm nor http.host is set: token challenges name this server's \
+                     address as each client connected to it (scheme://ip:port/token); behind a proxy, \
+                     load balancer or NAT set http.host (e.g. https://registry.example.com)"
+                ),
+            }
+        }
+        self
+    }
+
     /// For the start-up log line.
     pub fn describe(&self) -> &'static str {
         match self.mode {
@@ -286,12 +309,17 @@ impl Auth {
         error: Option<&str>,
     ) -> String {
         let realm = if t.realm.is_empty() {
-            let host = req
-                .headers
-                .and_then(|h| h.get(header::HOST))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("localhost");
-            format!("{}://{host}/token", if req.tls { "https" } else { "http" })
+            // Configured nowhere: the address this connection reached (set by the server for
+            // every connection), never the client's Host header.
+            let local = req.local.map(|a| match a.ip() {
+                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+                    None => a,
+                },
+                _ => a,
+            });
+            let local = local.map_or_else(|| "localhost".to_owned(), |a| a.to_string());
+            format!("{}://{local}/token", if req.tls { "https" } else { "http" })
         } else {
             t.realm.clone()
         };

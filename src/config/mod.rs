@@ -198,6 +198,9 @@ pub struct HttpConfig {
     pub debug: DebugConfig,
     /// `host:port` or `:port` (all interfaces), as in `registry:2`.
     pub addr: String,
+    /// registry:2's externally-reachable URL (`https://registry.example.com`): the built-in
+    /// token server's realm is this plus `/token`. Location headers stay relative.
+    pub host: String,
     /// `http.tls`: serve HTTPS (absent: plain HTTP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -292,7 +295,8 @@ impl Default for HtpasswdConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
-    /// Token endpoint URL put in challenges. Empty with a built-in issuer: this server's /token.
+    /// Token endpoint URL put in challenges. Empty with a built-in issuer: `http.host` +
+    /// `/token`, else this server's `/token` at the address the client connected to.
     pub realm: String,
     /// The audience (`aud`) tokens must name.
     pub service: String,
@@ -547,6 +551,7 @@ impl Default for HttpConfig {
             headers: Headers::new(),
             debug: DebugConfig::default(),
             addr: ":5000".into(),
+            host: String::new(),
             tls: None,
         }
     }
@@ -574,6 +579,29 @@ pub fn default_root() -> PathBuf {
 }
 
 impl HttpConfig {
+    /// `http.host` without a trailing slash, checked: an http or https URL naming a host, with
+    /// nothing after an optional path prefix (None when unset).
+    pub fn base_url(&self) -> Result<Option<String>, String> {
+        let h = self.host.trim();
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let rest = h
+            .strip_prefix("https://")
+            .or_else(|| h.strip_prefix("http://"))
+            .ok_or_else(|| format!("{h:?} must be an http:// or https:// URL, e.g. https://registry.example.com"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty()
+            || h.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "\"\\?#@".contains(c))
+        {
+            return Err(format!(
+                "{h:?} is not a URL of this registry, e.g. https://registry.example.com"
+            ));
+        }
+        Ok(Some(h.trim_end_matches('/').to_owned()))
+    }
+
     /// Resolve `addr` (`:5000`, `0.0.0.0:5000`, `localhost:5000`, `[::1]:5000`).
     pub fn socket_addr(&self) -> Result<SocketAddr, String> {
         let a = self.addr.trim();
@@ -594,6 +622,7 @@ impl Config {
     /// Checks that need more than types. Each error names the key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.http.socket_addr().map_err(|e| ("http.addr".into(), e))?;
+        self.http.base_url().map_err(|e| ("http.host".into(), e))?;
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err((
                 "log.level".into(),
