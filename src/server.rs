@@ -254,6 +254,8 @@ pub struct Operations {
     observe: Arc<http::observe::Observe>,
     /// The metrics path when metrics are served on the main listener.
     metrics_here: Option<String>,
+    /// The metrics path when they are not (a debug listener, or auth on): a 404 saying where.
+    metrics_elsewhere: Option<String>,
 }
 
 impl Operations {
@@ -298,18 +300,32 @@ impl Operations {
                 }
             });
             metrics_here = None;
+        } else if metrics_here.is_some() && (config.auth.htpasswd.is_some() || config.auth.token.is_some()) {
+            // With auth on, the metrics are not public: as registry:2, only on the debug
+            // listener (which the operator binds where only scrapers reach it).
+            tracing::warn!(
+                "authentication is on: metrics are served on http.debug.addr only, which is unset, so \
+                 not at all; set http.debug.addr (e.g. 127.0.0.1:5001) to scrape them"
+            );
+            metrics_here = None;
         }
+        let metrics_elsewhere = if metrics_here.is_none() { metrics_path } else { None };
         Ok(Operations {
             metrics,
             drain,
             ops,
             observe,
             metrics_here,
+            metrics_elsewhere,
         })
     }
 
     /// The application's router with the operational routes and the request-observing layer.
     pub fn wrap(&self, app: axum::Router) -> axum::Router {
+        let app = match &self.metrics_elsewhere {
+            Some(p) => app.route(p, axum::routing::any(http::ops::metrics_elsewhere)),
+            None => app,
+        };
         http::ops::wrap(
             app,
             self.ops.clone(),

@@ -490,3 +490,45 @@ async fn spraying_many_users_from_one_address_is_limited_by_address() {
         200
     );
 }
+
+/// With authentication on, /metrics is not public: as with registry:2 it is served on
+/// `http.debug.addr` only. The main listener answers 404 (UNSUPPORTED, with or without
+/// credentials: no metrics there at all), and start-up warns when no debug address is set.
+#[tokio::test]
+async fn metrics_are_served_only_on_the_debug_listener_when_auth_is_on() {
+    let c = client();
+    let s = start(&[("alice", "pa")], "");
+    for cred in [Cred::None, Cred::basic("alice", "pa")] {
+        let r = cred.apply(c.get(s.url("/metrics"))).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{cred:?}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(
+            error_codes(&body),
+            vec!["UNSUPPORTED"],
+            "the spec's code for an unknown path"
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains("wharf_"),
+            "no metrics on the main listener"
+        );
+    }
+    assert!(
+        s.logs()
+            .iter()
+            .any(|l| l.contains("metrics are served on http.debug.addr only")),
+        "a start-up warning says where the metrics went"
+    );
+    drop(s);
+
+    let s = start(&[("alice", "pa")], "[http.debug]\naddr = \"127.0.0.1:0\"\n");
+    assert_eq!(status(c.get(s.url("/v2/")).basic_auth("alice", Some("pa"))).await, 200);
+    assert_eq!(status(c.get(s.url("/metrics"))).await, 404);
+    let r = c.get(debug_url(&s, "/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("wharf_http_requests_total{method=\"GET\",route=\"/v2/\",status=\"200\"}")
+    );
+}
