@@ -60,6 +60,21 @@ pub fn storage_error(e: &crate::storage::DriverError) {
     }
 }
 
+/// Password hashes evaluated (bcrypt, successful or not), and login attempts refused by the
+/// limiter without one (`auth::limiter`): process-wide, like the storage errors.
+static PASSWORD_CHECKS: AtomicU64 = AtomicU64::new(0);
+static LOGINS_THROTTLED: AtomicU64 = AtomicU64::new(0);
+
+/// Count one password hash evaluation.
+pub fn password_checked() {
+    PASSWORD_CHECKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Count one login attempt refused with 429.
+pub fn login_throttled() {
+    LOGINS_THROTTLED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// What `wharf garbage-collect` records in the store after each run, so the server (another
 /// process) can export it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -192,6 +207,21 @@ impl Collector for GcCollector {
             None,
             errors.metric_type(),
         )?)?;
+        for (name, help, v) in [
+            (
+                "auth_password_checks",
+                "Password hashes evaluated (bcrypt), right or wrong",
+                &PASSWORD_CHECKS,
+            ),
+            (
+                "auth_logins_throttled",
+                "Login attempts refused (429) by the failed-login limiter without a password check",
+                &LOGINS_THROTTLED,
+            ),
+        ] {
+            let c = ConstCounter::new(v.load(Ordering::Relaxed));
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
         let s = self.stats.lock().expect("gc stats").clone().unwrap_or_default();
         let runs = ConstCounter::new(s.runs);
         runs.encode(encoder.encode_descriptor(

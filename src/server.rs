@@ -105,7 +105,9 @@ pub async fn serve(
     } else {
         None
     };
-    let auth = Auth::from_config(&config.auth).map_err(anyhow::Error::msg)?;
+    let auth = Auth::from_config(&config.auth)
+        .map_err(anyhow::Error::msg)?
+        .with_host(config.http.base_url().ok().flatten().as_deref());
     let tls = match &config.http.tls {
         Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
         _ => None,
@@ -189,15 +191,18 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let stream = http::idle::SendTimeout::new(stream, send_timeout, peer);
         let router = router.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(TokioIo::new(stream), router, peer, false, watcher).await,
+                None => serve_connection(TokioIo::new(stream), router, (peer, local), false, watcher).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), router, peer, true, watcher).await,
+                    Ok(Ok(stream)) => {
+                        serve_connection(TokioIo::new(stream), router, (peer, local), true, watcher).await
+                    }
                     Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 },
@@ -213,7 +218,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_connection<I>(
     io: TokioIo<I>,
     router: axum::Router,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
     tls: bool,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -225,6 +230,9 @@ async fn serve_connection<I>(
     let svc = tower::util::MapRequestLayer::new(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(|b| http::idle::IdleTimeoutBody::new(b, idle));
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(local) = local {
+            req.extensions_mut().insert(http::LocalAddr(local));
+        }
         if tls {
             req.extensions_mut().insert(http::TlsConnection);
         }
@@ -251,6 +259,8 @@ pub struct Operations {
     observe: Arc<http::observe::Observe>,
     /// The metrics path when metrics are served on the main listener.
     metrics_here: Option<String>,
+    /// The metrics path when they are not (a debug listener, or auth on): a 404 saying where.
+    metrics_elsewhere: Option<String>,
 }
 
 impl Operations {
@@ -295,18 +305,32 @@ impl Operations {
                 }
             });
             metrics_here = None;
+        } else if metrics_here.is_some() && (config.auth.htpasswd.is_some() || config.auth.token.is_some()) {
+            // With auth on, the metrics are not public: as registry:2, only on the debug
+            // listener (which the operator binds where only scrapers reach it).
+            tracing::warn!(
+                "authentication is on: metrics are served on http.debug.addr only, which is unset, so \
+                 not at all; set http.debug.addr (e.g. 127.0.0.1:5001) to scrape them"
+            );
+            metrics_here = None;
         }
+        let metrics_elsewhere = if metrics_here.is_none() { metrics_path } else { None };
         Ok(Operations {
             metrics,
             drain,
             ops,
             observe,
             metrics_here,
+            metrics_elsewhere,
         })
     }
 
     /// The application's router with the operational routes and the request-observing layer.
     pub fn wrap(&self, app: axum::Router) -> axum::Router {
+        let app = match &self.metrics_elsewhere {
+            Some(p) => app.route(p, axum::routing::any(http::ops::metrics_elsewhere)),
+            None => app,
+        };
         http::ops::wrap(
             app,
             self.ops.clone(),

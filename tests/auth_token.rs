@@ -25,6 +25,11 @@ struct Issuer {
 
 /// A registry with the built-in issuer (ES256 key made here), htpasswd users, the rules.
 fn start_issuer(extra_token_keys: &str, extra: &str) -> Issuer {
+    start_issuer_env(extra_token_keys, extra, &[])
+}
+
+/// The same, with variables in the server's environment.
+fn start_issuer_env(extra_token_keys: &str, extra: &str, env: &[(&str, &str)]) -> Issuer {
     let dir = tempfile::tempdir().unwrap();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let key = dir.path().join("token.key");
@@ -42,7 +47,7 @@ fn start_issuer(extra_token_keys: &str, extra: &str) -> Issuer {
         users.display().to_string()
     );
     Issuer {
-        s: Server::start_with(&toml, &[]),
+        s: Server::start_with(&toml, env),
         key_pem: kp.serialize_pem(),
         public_pem: kp.public_key_pem(),
         _dir: dir,
@@ -629,4 +634,186 @@ async fn an_external_issuer_trusted_by_certificate_public_key_or_jwks() {
         .0,
         401
     );
+}
+
+/// The token endpoint shares the failed-login limits of Basic auth: wrong passwords by GET
+/// (Basic) and by POST (`grant_type=password`) count together, and once `maxfailures` (5) is
+/// reached both answer 429 TOOMANYREQUESTS with Retry-After at once, the right password too;
+/// another user is not affected.
+#[tokio::test]
+async fn failed_logins_at_the_token_endpoint_are_limited_by_get_and_post_together() {
+    let i = start_issuer("", "[auth.login]\nwindow = \"1h\"\n");
+    let s = &i.s;
+    let c = client();
+    let post = |user: &str, password: &str| {
+        c.post(s.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=password&service={SERVICE}&username={user}&password={password}"
+            ))
+            .send()
+    };
+    let get = |user: &str, password: &str| {
+        c.get(s.url(&format!("/token?service={SERVICE}")))
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    for n in 0..5 {
+        let r = if n % 2 == 0 {
+            get("alice", "guess").await
+        } else {
+            post("alice", "guess").await
+        }
+        .unwrap();
+        assert_eq!(r.status(), 401, "guess {n}");
+    }
+    for r in [
+        get("alice", "guess").await,
+        post("alice", "guess").await,
+        get("alice", "pa").await,
+        post("alice", "pa").await,
+    ] {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["TOOMANYREQUESTS"]);
+    }
+    assert_eq!(get("bob", "pb").await.unwrap().status(), 200);
+    assert_eq!(post("bob", "pb").await.unwrap().status(), 200);
+}
+
+/// A refresh token is bound to the credential it was issued for: once the user's password
+/// changes in the htpasswd file (re-read without a restart) or the user is removed, it mints
+/// nothing (401); other users' refresh tokens keep working, and a login with the new password
+/// gets a refresh token that works.
+#[tokio::test]
+async fn a_refresh_token_ends_when_the_password_changes_or_the_user_is_removed() {
+    let i = start_issuer("", RULES);
+    let s = &i.s;
+    let c = client();
+    let form = |pairs: &[(&str, &str)]| {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(':', "%3A").replace('/', "%2F")))
+            .collect::<Vec<_>>()
+            .join("&");
+        c.post(s.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let login = |user: &'static str, password: &'static str| async move {
+        let r = form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("service", SERVICE),
+            ("access_type", "offline"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        body["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let refresh = |token: String| async move {
+        let r = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &token),
+            ("service", SERVICE),
+            ("scope", "repository:team-a/app:pull"),
+        ])
+        .await
+        .unwrap();
+        r.status().as_u16()
+    };
+    let alice = login("alice", "pa").await;
+    let bob = login("bob", "pb").await;
+    assert_eq!(refresh(alice.clone()).await, 200);
+    // the admin changes alice's password; bob's line stays as it was
+    let path = i._dir.path().join("htpasswd");
+    // the file's current lines but those of `user`
+    let without = |user: &str| -> String {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{user}:")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let write = |text: String| {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(format!("{}{}", without("alice"), htpasswd(&[("alice", "new-pa")])));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refresh(alice.clone()).await == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh token outlived the password"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(refresh(alice.clone()).await, 401);
+    assert_eq!(refresh(bob.clone()).await, 200, "bob's credential did not change");
+    let alice2 = login("alice", "new-pa").await;
+    assert_eq!(refresh(alice2).await, 200);
+    // bob is removed
+    write(without("bob"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refresh(bob.clone()).await == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh token outlived its user"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(refresh(bob).await, 401);
+}
+
+/// The realm in challenges comes from configuration, never from the client's `Host` header:
+/// `http.host` + `/token` when set (registry:2's key), else the address the client connected
+/// to, with a warning at start-up; a malformed `http.host` stops start-up naming the key.
+#[tokio::test]
+async fn the_token_realm_comes_from_configuration_not_from_the_host_header() {
+    let evil = |s: &Server| {
+        client()
+            .get(s.url("/v2/team-a/app/tags/list"))
+            .header("host", "evil.example:666")
+            .send()
+    };
+    let i = start_issuer("", "");
+    let r = evil(&i.s).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let ch = challenge(&r);
+    assert!(
+        ch.starts_with(&format!("Bearer realm=\"http://{}/token\",", i.s.addr)),
+        "{ch}"
+    );
+    assert!(!ch.contains("evil"), "{ch}");
+    assert!(
+        i.s.logs()
+            .iter()
+            .any(|l| l.contains("neither auth.token.realm nor http.host is set")),
+        "no start-up warning"
+    );
+    drop(i);
+
+    let i = start_issuer_env("", "", &[("REGISTRY_HTTP_HOST", "https://registry.example.com/")]);
+    let ch = challenge(&evil(&i.s).await.unwrap());
+    assert!(
+        ch.starts_with("Bearer realm=\"https://registry.example.com/token\",service="),
+        "{ch}"
+    );
+    assert!(!i.s.logs().iter().any(|l| l.contains("neither auth.token.realm")));
+    drop(i);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["check-config"])
+        .env("REGISTRY_HTTP_HOST", "registry.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.host"));
 }

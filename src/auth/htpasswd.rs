@@ -44,12 +44,14 @@ struct Contents {
     stamp: Stamp,
 }
 
+/// A verified password: (SHA-256 of salt, user and password; when verified; the hash it matched).
+type Remembered = ([u8; 32], Instant, String);
+
 pub struct Htpasswd {
     path: PathBuf,
     contents: RwLock<Arc<Contents>>,
     last_check: Mutex<Instant>,
-    /// user -> (SHA-256 of salt, user and password; when verified)
-    cache: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    cache: Mutex<HashMap<String, Remembered>>,
     salt: [u8; 16],
 }
 
@@ -166,38 +168,58 @@ impl Htpasswd {
         h.finalize().into()
     }
 
-    /// Whether the user exists (for refresh tokens, whose user may have been removed since).
-    pub fn has_user(&self, user: &str) -> bool {
+    /// The user's current hash (what a refresh token is bound to), if the user exists.
+    pub fn entry(&self, user: &str) -> Option<String> {
         self.refresh();
-        self.contents.read().unwrap().users.contains_key(user)
+        self.contents.read().unwrap().users.get(user).cloned()
     }
 
-    /// Check a user's password (bcrypt, on the blocking pool).
-    pub async fn verify(&self, user: &str, password: &str) -> bool {
+    /// If this password was verified for this user within the last few minutes (and the file
+    /// has not changed since): the hash it matched. No bcrypt.
+    pub fn cached(&self, user: &str, password: &str) -> Option<String> {
         self.refresh();
         let fp = self.fingerprint(user, password);
-        if let Some((cached, at)) = self.cache.lock().unwrap().get(user)
-            && at.elapsed() < CACHE_TTL
-            && bool::from(cached.ct_eq(&fp))
-        {
-            return true;
+        match self.cache.lock().unwrap().get(user) {
+            Some((cached, at, hash)) if at.elapsed() < CACHE_TTL && bool::from(cached.ct_eq(&fp)) => Some(hash.clone()),
+            _ => None,
         }
+    }
+
+    /// Check a user's password with bcrypt, on the blocking pool, holding `slot` (an
+    /// evaluation permit) until bcrypt is done even if the caller goes away. Some(the hash it
+    /// matched) if right.
+    pub async fn check<S: Send + 'static>(&self, user: &str, password: &str, slot: S) -> Option<String> {
+        self.refresh();
         let contents = self.contents.read().unwrap().clone();
         let (hash, known) = match contents.users.get(user) {
             Some(h) => (h.clone(), true),
             None => (contents.dummy.clone(), false),
         };
-        let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        let ok = ok && known;
-        if ok {
-            let mut cache = self.cache.lock().unwrap();
-            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-            cache.insert(user.to_owned(), (fp, Instant::now()));
+        let pw = password.to_owned();
+        let h = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = bcrypt::verify(pw.as_bytes(), &h).unwrap_or(false);
+            crate::metrics::password_checked();
+            drop(slot);
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        if !(ok && known) {
+            return None;
         }
-        ok
+        let mut cache = self.cache.lock().unwrap();
+        cache.retain(|_, (_, at, _)| at.elapsed() < CACHE_TTL);
+        cache.insert(
+            user.to_owned(),
+            (self.fingerprint(user, password), Instant::now(), hash.clone()),
+        );
+        Some(hash)
+    }
+
+    /// Check a user's password: remembered, else bcrypt (no limits: see `auth::limiter`).
+    pub async fn verify(&self, user: &str, password: &str) -> bool {
+        self.cached(user, password).is_some() || self.check(user, password, ()).await.is_some()
     }
 }
 
@@ -233,6 +255,6 @@ mod tests {
         assert!(h.verify("alice", "secret").await, "cached");
         assert!(!h.verify("alice", "wrong").await);
         assert!(!h.verify("mallory", "secret").await);
-        assert!(h.has_user("alice") && !h.has_user("mallory"));
+        assert!(h.entry("alice").is_some() && h.entry("mallory").is_none());
     }
 }

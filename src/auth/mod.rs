@@ -12,10 +12,12 @@ pub mod token;
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
+use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, parse_duration};
 use crate::error::Error;
@@ -33,6 +35,9 @@ pub struct RequestInfo<'a> {
     pub peer: Option<IpAddr>,
     /// The connection is TLS (challenges then name an https realm).
     pub tls: bool,
+    /// This server's address as the client reached it (the realm's last resort; never the
+    /// client's `Host` header, which the client chooses).
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// An authenticated (or anonymous) caller.
@@ -49,13 +54,14 @@ enum Mode {
     Off,
     Basic {
         realm: String,
-        users: Htpasswd,
+        users: Arc<Htpasswd>,
     },
     Token(Box<TokenMode>),
 }
 
 struct TokenMode {
-    /// Configured realm; empty: this server's `/token`.
+    /// The realm: `auth.token.realm`, else `http.host` + `/token`; empty: this server's
+    /// `/token` at the address the client connected to.
     realm: String,
     service: String,
     issuer: String,
@@ -66,7 +72,7 @@ struct TokenMode {
 /// The built-in token server.
 struct BuiltIn {
     signer: Signer,
-    users: Htpasswd,
+    users: Arc<Htpasswd>,
     ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -102,7 +108,7 @@ pub struct Issued {
 pub struct Auth {
     mode: Mode,
     rules: Rules,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
 }
 
 /// Credentials as sent in `Authorization`.
@@ -166,7 +172,7 @@ impl Auth {
         let mode = if let Some(h) = &cfg.htpasswd {
             Mode::Basic {
                 realm: h.realm.clone(),
-                users: Htpasswd::open(Path::new(&h.path))?,
+                users: Arc::new(Htpasswd::open(Path::new(&h.path))?),
             }
         } else if let Some(t) = &cfg.token {
             let builtin = if t.signingkey.is_empty() {
@@ -174,7 +180,7 @@ impl Auth {
             } else {
                 Some(BuiltIn {
                     signer: Signer::load(Path::new(&t.signingkey))?,
-                    users: Htpasswd::open(Path::new(&t.htpasswd))?,
+                    users: Arc::new(Htpasswd::open(Path::new(&t.htpasswd))?),
                     ttl: parse_duration(&t.expiration).expect("validated"),
                     refresh_ttl: parse_duration(&t.refreshexpiration).expect("validated"),
                 })
@@ -193,8 +199,27 @@ impl Auth {
         Ok(Auth {
             mode,
             rules: Rules::from_config(cfg),
-            limiter: Limiter::default(),
+            limiter: Arc::new(Limiter::new(&cfg.login)),
         })
+    }
+
+    /// Take the built-in token server's realm from `http.host` (registry:2's externally
+    /// reachable URL) when `auth.token.realm` is unset; with neither, warn: challenges then
+    /// name the address each client connected to.
+    pub fn with_host(mut self, base_url: Option<&str>) -> Auth {
+        if let Mode::Token(t) = &mut self.mode
+            && t.realm.is_empty()
+        {
+            match base_url {
+                Some(base) => t.realm = format!("{base}/token"),
+                None => tracing::warn!(
+                    "neither auth.token.realm nor http.host is set: token challenges name this server's \
+                     address as each client connected to it (scheme://ip:port/token); behind a proxy, \
+                     load balancer or NAT set http.host (e.g. https://registry.example.com)"
+                ),
+            }
+        }
+        self
     }
 
     /// For the start-up log line.
@@ -226,7 +251,7 @@ impl Auth {
                 let caller = match creds {
                     Credentials::None => Caller::default(),
                     Credentials::Basic { user, password } => {
-                        if !self.login(users, &user, &password, req.peer).await {
+                        if self.login(users, &user, &password, req.peer).await?.is_none() {
                             return Err(challenge());
                         }
                         Caller {
@@ -284,12 +309,17 @@ impl Auth {
         error: Option<&str>,
     ) -> String {
         let realm = if t.realm.is_empty() {
-            let host = req
-                .headers
-                .and_then(|h| h.get(header::HOST))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("localhost");
-            format!("{}://{host}/token", if req.tls { "https" } else { "http" })
+            // Configured nowhere: the address this connection reached (set by the server for
+            // every connection), never the client's Host header.
+            let local = req.local.map(|a| match a.ip() {
+                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+                    None => a,
+                },
+                _ => a,
+            });
+            let local = local.map_or_else(|| "localhost".to_owned(), |a| a.to_string());
+            format!("{}://{local}/token", if req.tls { "https" } else { "http" })
         } else {
             t.realm.clone()
         };
@@ -340,12 +370,15 @@ impl Auth {
             detail: Vec::new(),
         };
         let refresh_audience = format!("{}#refresh", t.service);
+        // The credential a refresh token is bound to: the user's htpasswd hash at login.
+        let mut bound_to = None;
         let user = match tr.grant {
             Grant::Header(Credentials::None) => None,
             Grant::Header(Credentials::Basic { user, password }) | Grant::Password { user, password } => {
-                if !self.login(&b.users, &user, &password, req.peer).await {
+                let Some(hash) = self.login(&b.users, &user, &password, req.peer).await? else {
                     return Err(refused());
-                }
+                };
+                bound_to = Some(hash);
                 Some(user)
             }
             Grant::Header(_) => return Err(refused()),
@@ -357,9 +390,21 @@ impl Auth {
                         tracing::info!(reason = %e, "refused a refresh token");
                         refused()
                     })?;
-                if claims.sub.is_empty() || !b.users.has_user(&claims.sub) {
+                // Bound to the credential it was issued for: a changed password or a removed
+                // user ends it (tokens without a binding, from before, too).
+                let current = b.users.entry(&claims.sub);
+                let same = current.as_deref().is_some_and(|hash| {
+                    let expected = b.signer.credential_binding(&claims.sub, hash);
+                    !claims.cred.is_empty() && bool::from(expected.as_bytes().ct_eq(claims.cred.as_bytes()))
+                });
+                if claims.sub.is_empty() || !same {
+                    tracing::info!(
+                        user = claims.sub,
+                        "refused a refresh token: the user's password changed or the user was removed"
+                    );
                     return Err(refused());
                 }
+                bound_to = current;
                 Some(claims.sub)
             }
         };
@@ -390,10 +435,17 @@ impl Auth {
             .join(" ");
         let sub = user.as_deref().unwrap_or("");
         let token = b.signer.sign(&t.issuer, sub, &t.service, b.ttl, granted);
-        let refresh_token = (tr.offline && user.is_some()).then(|| {
-            b.signer
-                .sign(&t.issuer, sub, &refresh_audience, b.refresh_ttl, Vec::new())
-        });
+        let refresh_token = match (&user, bound_to) {
+            (Some(u), Some(hash)) if tr.offline => Some(b.signer.sign_bound(
+                &t.issuer,
+                sub,
+                &refresh_audience,
+                b.refresh_ttl,
+                Vec::new(),
+                b.signer.credential_binding(u, &hash),
+            )),
+            _ => None,
+        };
         tracing::info!(user = sub, scope = %scope, "token issued");
         Ok(Issued {
             token,
@@ -404,24 +456,58 @@ impl Auth {
         })
     }
 
-    /// Check a password, slowing down clients that keep failing.
-    pub async fn login(&self, users: &Htpasswd, user: &str, password: &str, peer: Option<IpAddr>) -> bool {
-        if let Some(ip) = peer {
-            let wait = self.limiter.delay(ip);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+    /// Check a password under the failed-login limits (`limiter`): Ok(Some(the matched hash))
+    /// if right, Ok(None) if wrong, 429 TOOMANYREQUESTS at once (no bcrypt) while `user` is
+    /// locked out for this client address.
+    pub async fn login(
+        &self,
+        users: &Arc<Htpasswd>,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<String>, Error> {
+        let l = &self.limiter;
+        let throttled = |retry_after: Duration| {
+            crate::metrics::login_throttled();
+            tracing::debug!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "login refused: too many failed logins");
+            Error::Throttled {
+                reason: "too many failed logins: try again later".into(),
+                retry_after,
             }
+        };
+        let busy = Duration::from_secs(1);
+        // Locked out: refuse before anything, the remembered-password check included (it is
+        // an oracle too).
+        if let Some(wait) = l.locked(user, peer) {
+            return Err(throttled(wait));
         }
-        let ok = users.verify(user, password).await;
-        if let Some(ip) = peer {
-            if ok {
-                self.limiter.succeeded(ip);
-            } else {
-                tracing::warn!(user, client = %ip, "failed login");
-                self.limiter.failed(ip);
+        if let Some(hash) = users.cached(user, password) {
+            l.known(user, peer);
+            return Ok(Some(hash));
+        }
+        // One check per user at a time, so parallel guesses see each other's failures.
+        let turn = l.turn(user).await.ok_or_else(|| throttled(busy))?;
+        if let Some(hash) = users.cached(user, password) {
+            l.known(user, peer);
+            return Ok(Some(hash));
+        }
+        let ticket = l.reserve(user, peer).map_err(throttled)?;
+        let slot = l.slot().await.ok_or_else(|| throttled(busy))?;
+        // The check runs to its end, and is counted, even if the client goes away meanwhile.
+        let (users, user, password) = (users.clone(), user.to_owned(), password.to_owned());
+        let task = tokio::spawn(async move {
+            let hash = users.check(&user, &password, slot).await;
+            match &hash {
+                Some(_) => ticket.succeeded(peer),
+                None => {
+                    tracing::warn!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "failed login");
+                    ticket.failed();
+                }
             }
-        }
-        ok
+            drop(turn);
+            hash
+        });
+        Ok(task.await.unwrap_or(None))
     }
 
     /// Whether `caller` may do `a`. With auth off, everything. A bearer caller needs `a` in its

@@ -46,6 +46,9 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<ResourceActions>,
+    /// Refresh tokens: the credential they were issued for ([`Signer::credential_binding`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cred: String,
 }
 
 fn now() -> u64 {
@@ -78,6 +81,27 @@ pub struct Signer {
     alg: Algorithm,
     kid: String,
     public: Jwk,
+    /// HMAC key binding refresh tokens to credentials, derived from the signing key (so every
+    /// replica with the same key agrees, and a new key ends every refresh token anyway).
+    binding_key: [u8; 32],
+}
+
+/// HMAC-SHA256 (RFC 2104) with a key of at most one block.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    assert!(key.len() <= 64);
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let inner: [u8; 32] = inner.finalize().into();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
 }
 
 fn pem_to_public(spki: &[u8]) -> Vec<u8> {
@@ -167,7 +191,20 @@ impl Signer {
                 .map_err(|e| format!("signing key {}: {e}", path.display()))?;
             let mut public = public;
             public.common.key_id = Some(kid.clone());
-            return Ok(Signer { key, alg, kid, public });
+            let binding_key = {
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                h.update(b"wharf refresh-token credential binding v1\0");
+                h.update(&pem);
+                h.finalize().into()
+            };
+            return Ok(Signer {
+                key,
+                alg,
+                kid,
+                public,
+                binding_key,
+            });
         }
         Err(format!(
             "signing key {}: expected an EC (P-256, P-384) or RSA private key in PKCS#8 PEM \
@@ -190,8 +227,32 @@ impl Signer {
         })
     }
 
+    /// What a refresh token carries about the credential it was issued for: a keyed hash of the
+    /// user's htpasswd hash (which changes with the password, and is gone with the user). The
+    /// token's holder learns nothing about the hash from it.
+    pub fn credential_binding(&self, user: &str, hash: &str) -> String {
+        let mac = hmac_sha256(
+            &self.binding_key,
+            &[&(user.len() as u64).to_be_bytes(), user.as_bytes(), hash.as_bytes()],
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+    }
+
     /// Sign claims valid from now for `ttl`.
     pub fn sign(&self, iss: &str, sub: &str, aud: &str, ttl: Duration, access: Vec<ResourceActions>) -> String {
+        self.sign_bound(iss, sub, aud, ttl, access, String::new())
+    }
+
+    /// Sign claims with a credential binding (refresh tokens).
+    pub fn sign_bound(
+        &self,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        ttl: Duration,
+        access: Vec<ResourceActions>,
+        cred: String,
+    ) -> String {
         let now = now();
         let claims = Claims {
             iss: iss.to_owned(),
@@ -202,6 +263,7 @@ impl Signer {
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access,
+            cred,
         };
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".into());
@@ -286,5 +348,19 @@ impl Verifier {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -75,10 +75,7 @@ const RULES: &[(&str, Class)] = &[
     ("http.addr", Same),
     ("http.net", Moot("Wharf listens on TCP")),
     ("http.prefix", Ignored("Wharf serves the API at /v2/ only")),
-    (
-        "http.host",
-        Ignored("Wharf's Location headers are relative to the request"),
-    ),
+    ("http.host", Same),
     (
         "http.relativeurls",
         Moot("Wharf's Location headers are always relative"),

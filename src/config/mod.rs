@@ -221,6 +221,9 @@ pub struct HttpConfig {
     pub debug: DebugConfig,
     /// `host:port` or `:port` (all interfaces), as in `registry:2`.
     pub addr: String,
+    /// registry:2's externally-reachable URL (`https://registry.example.com`): the built-in
+    /// token server's realm is this plus `/token`. Location headers stay relative.
+    pub host: String,
     /// `http.tls`: serve HTTPS (absent: plain HTTP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -264,6 +267,35 @@ pub struct AuthConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     /// Access rules (`[[auth.access]]`). None: every authenticated user may do everything.
     pub access: Vec<AccessRuleConfig>,
+    /// Limits on password guessing (`[auth.login]`), for Basic auth and the token endpoint.
+    pub login: LoginConfig,
+}
+
+/// `[auth.login]`: how many failed password checks are evaluated before attempts are refused
+/// (429 TOOMANYREQUESTS, at once and without checking the password), and how many password
+/// hashes (bcrypt) are evaluated at once. See `auth::limiter`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failed logins per user per window (from addresses the user has not logged in from).
+    pub maxfailures: u32,
+    /// Failed logins per client address (IPv6: per /64) per window, all users together.
+    pub maxaddressfailures: u32,
+    /// The counting window; a lockout ends at the latest one window after the first failure.
+    pub window: String,
+    /// Password hashes evaluated at once, server-wide; further checks wait up to 10 s, then 429.
+    pub maxchecks: u32,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            maxfailures: 5,
+            maxaddressfailures: 30,
+            window: "1m".into(),
+            maxchecks: 4,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -286,7 +318,8 @@ impl Default for HtpasswdConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
-    /// Token endpoint URL put in challenges. Empty with a built-in issuer: this server's /token.
+    /// Token endpoint URL put in challenges. Empty with a built-in issuer: `http.host` +
+    /// `/token`, else this server's `/token` at the address the client connected to.
     pub realm: String,
     /// The audience (`aud`) tokens must name.
     pub service: String,
@@ -543,6 +576,7 @@ impl Default for HttpConfig {
             headers: Headers::new(),
             debug: DebugConfig::default(),
             addr: ":5000".into(),
+            host: String::new(),
             tls: None,
         }
     }
@@ -570,6 +604,29 @@ pub fn default_root() -> PathBuf {
 }
 
 impl HttpConfig {
+    /// `http.host` without a trailing slash, checked: an http or https URL naming a host, with
+    /// nothing after an optional path prefix (None when unset).
+    pub fn base_url(&self) -> Result<Option<String>, String> {
+        let h = self.host.trim();
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let rest = h
+            .strip_prefix("https://")
+            .or_else(|| h.strip_prefix("http://"))
+            .ok_or_else(|| format!("{h:?} must be an http:// or https:// URL, e.g. https://registry.example.com"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty()
+            || h.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "\"\\?#@".contains(c))
+        {
+            return Err(format!(
+                "{h:?} is not a URL of this registry, e.g. https://registry.example.com"
+            ));
+        }
+        Ok(Some(h.trim_end_matches('/').to_owned()))
+    }
+
     /// Resolve `addr` (`:5000`, `0.0.0.0:5000`, `localhost:5000`, `[::1]:5000`).
     pub fn socket_addr(&self) -> Result<SocketAddr, String> {
         let a = self.addr.trim();
@@ -590,6 +647,7 @@ impl Config {
     /// Checks that need more than types. Each error names the key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.http.socket_addr().map_err(|e| ("http.addr".into(), e))?;
+        self.http.base_url().map_err(|e| ("http.host".into(), e))?;
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err((
                 "log.level".into(),
@@ -700,6 +758,21 @@ impl Config {
                 ("leeway", &t.leeway),
             ] {
                 parse_duration(v).map_err(|e| (format!("auth.token.{k}"), e))?;
+            }
+        }
+        let login = &auth.login;
+        match parse_duration(&login.window) {
+            Ok(d) if d.is_zero() => return err("auth.login.window", "must be greater than zero".into()),
+            Ok(_) => {}
+            Err(e) => return err("auth.login.window", e),
+        }
+        for (k, v) in [
+            ("maxfailures", login.maxfailures),
+            ("maxaddressfailures", login.maxaddressfailures),
+            ("maxchecks", login.maxchecks),
+        ] {
+            if v == 0 {
+                return err(&format!("auth.login.{k}"), "must be at least 1".into());
             }
         }
         if auth.htpasswd.is_none() && auth.token.is_none() && !auth.access.is_empty() {

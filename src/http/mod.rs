@@ -192,6 +192,11 @@ async fn drain_refused(body: Body) {
 #[derive(Clone, Copy, Debug)]
 pub struct TlsConnection;
 
+/// Request extension the server adds: the connection's local address (this server's address
+/// as the client reached it).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
     RequestInfo {
         headers: Some(req.headers()),
@@ -200,6 +205,7 @@ pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip()),
         tls: req.extensions().get::<TlsConnection>().is_some(),
+        local: req.extensions().get::<LocalAddr>().map(|l| l.0),
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! All of them answer from memory (the storage is probed in the background), so polling every
 //! second costs nothing. With `http.debug.addr` they are also served on that address, and the
-//! metrics only there.
+//! metrics only there. With authentication on, the metrics are served on `http.debug.addr`
+//! only (registry:2's choice): without it, not at all; the main listener answers 404.
 
 use std::sync::Arc;
 
@@ -118,4 +119,13 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
         ops.metrics.render(),
     )
         .into_response()
+}
+
+/// The metrics path on the main listener when the metrics are served elsewhere or not at all
+/// (`http.debug.addr` set, or authentication on: never public then, as with registry:2).
+pub async fn metrics_elsewhere() -> Response {
+    crate::error::Error::NotFound(
+        "metrics are served on http.debug.addr only (when it is set, or when authentication is on)".into(),
+    )
+    .into_response()
 }
