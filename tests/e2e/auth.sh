@@ -29,7 +29,10 @@ BAD=not-alices-pw-93ab
 
 start_wharf() { # VAR=value pairs for the server's environment
   : > "$LOG"
+  # The wrong-password steps fail alice's logins on purpose; a higher lockout threshold keeps the
+  # right-password checks after them meaningful (a 429 would make "the image is absent" pass).
   env WHARF_HTTP_ADDR="$R" WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY="$WORK/data" WHARF_STORAGE_DELETE_ENABLED=true \
+    WHARF_AUTH_LOGIN_MAXFAILURES=100 WHARF_AUTH_LOGIN_MAXADDRESSFAILURES=100 \
     REGISTRY_HTTP_TLS_CERTIFICATE="$WORK/server.crt" REGISTRY_HTTP_TLS_KEY="$WORK/server.key" \
     "$@" "$WHARF" serve >> "$LOG" 2>&1 &
   echo $! > "$WORK/pid"
