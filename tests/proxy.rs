@@ -39,7 +39,7 @@ fn start_token_upstream(expiration: &str) -> Upstream {
     let users = dir.path().join("htpasswd");
     std::fs::write(&users, htpasswd(&[("mirror", "mpw"), ("pusher", "ppw")])).unwrap();
     let toml = format!(
-        "[auth.token]\nservice = \"{SERVICE}\"\nissuer = \"upstream\"\nsigningkey = {:?}\nhtpasswd = {:?}\nexpiration = \"{expiration}\"\n",
+        "[auth.token]\nservice = \"{SERVICE}\"\nissuer = \"upstream\"\nsigningkey = {:?}\nhtpasswd = {:?}\nexpiration = \"{expiration}\"\n[http.debug]\naddr = \"127.0.0.1:0\"\n",
         dir.path().join("token.key").display().to_string(),
         users.display().to_string()
     );
@@ -78,16 +78,35 @@ impl Upstream {
     }
 }
 
-/// `wharf_http_requests_total` of a server for one method, route template and status.
+/// The debug listener's URL (`http.debug.addr = "127.0.0.1:0"`), from the server's log.
+fn debug_url(s: &Server, path: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let addr = s
+            .logs()
+            .iter()
+            .rev()
+            .find(|l| l.contains("debug listener"))
+            .and_then(|l| {
+                let i = l.find("addr=")?;
+                Some(l[i + 5..].split_whitespace().next()?.to_owned())
+            });
+        if let Some(addr) = addr {
+            return format!("http://{addr}{path}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no debug listener in the log");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `wharf_http_requests_total` of a server for one method, route template and status. With auth
+/// on, metrics are served only on the debug listener (the upstream has one).
 async fn requests(s: &Server, method: &str, route: &str, status: u16) -> u64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut r = client().get(s.url("/metrics")).send().await.unwrap();
+    if r.status() == 404 {
+        r = client().get(debug_url(s, "/metrics")).send().await.unwrap();
+    }
+    let text = r.text().await.unwrap();
     text.lines()
         .filter(|l| l.starts_with("wharf_http_requests_total{"))
         .filter(|l| {
