@@ -210,7 +210,21 @@ impl Registry {
     }
 
     /// After a request on a counted session failed: stop counting it if it is gone.
-    pub(crate) async fn settle_upload(&self, repo: &RepoName, id: &UploadId, failed: &Error) {
+    /// Keep the caps in step with what a request on session `id` did (`r`): a request that
+    /// `ends` the session (finish, cancel) frees its place when it succeeds, and any request
+    /// that finds the session gone, or ends it by failing, frees it too.
+    pub(crate) async fn track_session<T>(&self, repo: &RepoName, id: &UploadId, r: Result<T>, ends: bool) -> Result<T> {
+        match &r {
+            Ok(_) if ends => self.upload_limits.ended(id.as_str()),
+            Ok(_) => {}
+            Err(e @ Error::BlobUploadUnknown(_)) => self.settle_upload(repo, id, e).await,
+            Err(e) if ends => self.settle_upload(repo, id, e).await,
+            Err(_) => {}
+        }
+        r
+    }
+
+    async fn settle_upload(&self, repo: &RepoName, id: &UploadId, failed: &Error) {
         if !self.upload_limits.counts(id) {
             return;
         }

@@ -150,10 +150,7 @@ impl Registry {
 
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
         let r = self.upload_status_inner(repo, id).await;
-        if let Err(e @ Error::BlobUploadUnknown(_)) = &r {
-            self.settle_upload(repo, id, e).await;
-        }
-        r
+        self.track_session(repo, id, r, false).await
     }
 
     /// Append a chunk (PATCH); see `append_upload_inner`.
@@ -166,10 +163,7 @@ impl Registry {
         location: &str,
     ) -> Result<UploadStatus> {
         let r = self.append_upload_inner(repo, id, chunk, body, location).await;
-        if let Err(e @ Error::BlobUploadUnknown(_)) = &r {
-            self.settle_upload(repo, id, e).await;
-        }
-        r
+        self.track_session(repo, id, r, false).await
     }
 
     /// Close a session (PUT `?digest=`); see `finish_upload_inner`. A session that ended
@@ -184,20 +178,12 @@ impl Registry {
         location: &str,
     ) -> Result<BlobInfo> {
         let r = self.finish_upload_inner(repo, id, digest, chunk, body, location).await;
-        match &r {
-            Ok(_) => self.upload_limits.ended(id.as_str()),
-            Err(e) => self.settle_upload(repo, id, e).await,
-        }
-        r
+        self.track_session(repo, id, r, true).await
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         let r = self.cancel_upload_inner(repo, id).await;
-        match &r {
-            Ok(()) => self.upload_limits.ended(id.as_str()),
-            Err(e) => self.settle_upload(repo, id, e).await,
-        }
-        r
+        self.track_session(repo, id, r, true).await
     }
 
     async fn open_session(&self, repo: &RepoName, id: UploadId, alg: Algorithm) -> Result<UploadStatus> {
