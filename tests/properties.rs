@@ -9,7 +9,9 @@ use wharf::auth::scope::{Access, challenge_scope, parse_scopes};
 use wharf::http::headers::{RangeRequest, parse_content_range, parse_range};
 use wharf::http::route::{self, Reference, V2Route};
 use wharf::registry::digest::{Algorithm, Digest};
-use wharf::registry::manifests::{MAX_JSON_DEPTH, nesting_exceeds, parse_manifest, read_stored, references};
+use wharf::registry::manifests::{
+    MAX_JSON_DEPTH, ManifestInfo, nesting_exceeds, parse_manifest, read_stored, references,
+};
 use wharf::registry::names::{RepoName, Tag, UploadId};
 use wharf::storage::fs::{is_temp, temp_name};
 
@@ -72,6 +74,18 @@ fn hostile_text() -> impl Strategy<Value = String> {
         )
         .prop_map(|v| v.concat()),
     ]
+}
+
+/// Garbage collection's mark of `body` holds every blob, subject and child of the reading `info`.
+fn marks_every_reference(info: &ManifestInfo, body: &str) -> Result<(), TestCaseError> {
+    let marked = references(body.as_bytes()).unwrap();
+    for d in info.blobs.iter().chain(&info.subject) {
+        prop_assert!(marked.blobs.contains(d), "{} not marked in {}", d, body);
+    }
+    for d in &info.children {
+        prop_assert!(marked.children.contains(d), "{} not marked in {}", d, body);
+    }
+    Ok(())
 }
 
 proptest! {
@@ -499,13 +513,7 @@ proptest! {
         if info.media_type.contains("docker") {
             prop_assert_eq!(o.get("mediaType").and_then(|m| m.as_str()), Some(info.media_type.as_str()));
         }
-        let marked = references(body.as_bytes()).unwrap();
-        for d in info.blobs.iter().chain(&info.subject) {
-            prop_assert!(marked.blobs.contains(d), "{} not marked in {}", d, body);
-        }
-        for d in &info.children {
-            prop_assert!(marked.children.contains(d), "{} not marked in {}", d, body);
-        }
+        marks_every_reference(&info, &body)?;
     }
 
     /// Stored manifests of any shape (written by registry:2 or an older Wharf): garbage
@@ -513,13 +521,7 @@ proptest! {
     #[test]
     fn gc_marks_at_least_the_served_reading(body in prop_oneof![signal_manifest(), json_value().prop_map(|v| v.to_string())]) {
         let Ok(info) = read_stored(body.as_bytes()) else { return Ok(()) };
-        let marked = references(body.as_bytes()).unwrap();
-        for d in info.blobs.iter().chain(&info.subject) {
-            prop_assert!(marked.blobs.contains(d), "{} not marked in {}", d, body);
-        }
-        for d in &info.children {
-            prop_assert!(marked.children.contains(d), "{} not marked in {}", d, body);
-        }
+        marks_every_reference(&info, &body)?;
     }
 
     /// Class: names that collide with storage files. No valid tag or repository component is
