@@ -136,16 +136,19 @@ fn entry<'a, K: Clone + Eq + std::hash::Hash>(
 
 /// The address whose failures count together: IPv4 as is, IPv6 by its /64.
 fn client_key(ip: Option<IpAddr>) -> IpAddr {
-    match ip {
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        Some(v4) => v4,
-        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    ip.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), client_network)
+}
+
+/// The network one client controls, for everything counted per client (failed logins, open
+/// upload sessions): an IPv4 address (or an IPv4-mapped IPv6 one) as is, an IPv6 address by its
+/// /64, which one host may hold whole and use any address of.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 

@@ -89,13 +89,10 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// hold a whole /64 and use any address of it).
 pub fn client_key(caller: &crate::auth::Caller, peer: Option<std::net::IpAddr>) -> String {
     use std::net::IpAddr;
-    match (&caller.user, peer.map(|p| p.to_canonical())) {
+    match (&caller.user, peer.map(crate::auth::limiter::client_network)) {
         (Some(user), _) => format!("user {user}"),
         (None, Some(IpAddr::V4(a))) => format!("address {a}"),
-        (None, Some(IpAddr::V6(a))) => {
-            let s = a.segments();
-            format!("address {:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
+        (None, Some(IpAddr::V6(a))) => format!("address {a}/64"),
         (None, None) => "anonymous".to_owned(),
     }
 }
