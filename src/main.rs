@@ -77,7 +77,8 @@ fn run(command: Command, config: wharf::Config) -> anyhow::Result<()> {
                 delete_untagged,
                 upload_max_age,
                 sweep_before: None,
-                evict: wharf::proxy::Eviction::from_config(&config.proxy).map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
+                evict: wharf::registry::eviction::Eviction::from_config(&config.proxy)
+                    .map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(garbage_collect(config, opts, force))

@@ -22,7 +22,6 @@
 //!   or rate-limits, a cached tag is served with `Warning: 299 - "…"`.
 
 mod challenge;
-mod evict;
 mod upstream;
 
 use std::collections::HashMap;
@@ -42,7 +41,6 @@ use crate::registry::manifests::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MA
 use crate::registry::names::{RepoName, Tag};
 use crate::registry::{BodyStream, Registry};
 pub use challenge::{Challenge, auth_params, parse_challenge};
-pub use evict::Eviction;
 use upstream::{Failure, Upstream, UpstreamSettings};
 
 /// Manifest types asked for on top of the client's own.

@@ -22,7 +22,7 @@ use super::manifests::{ManifestInfo, read_stored, references};
 use super::names::{RepoName, Tag, UploadId};
 use super::{Registry, paths};
 use crate::error::{Error, Result};
-use crate::proxy::Eviction;
+use crate::registry::eviction::Eviction;
 use crate::storage::StoragePath;
 
 #[derive(Clone, Debug)]

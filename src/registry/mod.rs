@@ -4,6 +4,8 @@
 pub mod blobs;
 mod cache;
 pub mod digest;
+/// Which cached repositories garbage collection may evict from (`proxy.evictafter`, `proxy.maxsize`).
+pub mod eviction;
 pub mod gc;
 pub mod limits;
 pub mod listing;

@@ -1,6 +1,8 @@
 //! Which repositories garbage collection may evict cached content from, and when: the
 //! `proxy.evictafter` / `[[proxy.upstream]] evictafter` ages and the `proxy.maxsize` budget.
-//! The eviction itself is part of the mark phase ([`crate::registry::gc`]).
+//! The eviction itself is part of the mark phase ([`crate::registry::gc`]). These options live
+//! in the domain, beside the GC that applies them; the proxy (which routes the same prefixes)
+//! is not needed to read them.
 
 use std::time::{Duration, SystemTime};
 
