@@ -112,12 +112,18 @@ pub async fn serve(
         Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
         _ => None,
     };
-    let proxy = crate::proxy::Proxy::from_config(&config.proxy, readonly)
+    let registry = Arc::new(registry_for(&config, &store));
+    let proxy = crate::proxy::Proxy::from_config(&config.proxy, readonly, registry.clone())
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
+    let proxied = proxy.as_ref().map_or_else(|| "off".to_owned(), |p| p.describe());
+    let content: Arc<dyn crate::registry::content::Content> = match proxy {
+        Some(p) => p,
+        None => registry.clone(),
+    };
     let app = Arc::new(App {
-        registry: Arc::new(registry_for(&config, &store)),
-        proxy,
+        registry,
+        content,
         readonly,
         auth,
     });
@@ -129,7 +135,7 @@ pub async fn serve(
         delete_enabled = config.storage.delete.enabled,
         readonly,
         auth = app.auth.describe(),
-        proxy = app.proxy.as_ref().map_or_else(|| "off".to_owned(), |p| p.describe()),
+        proxy = proxied,
         tls = tls.as_ref().map_or("off", |t| if t.client_auth() { "on, client certificates required" } else { "on" }),
         "listening"
     );

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::headers::{RangeRequest, parse_range};
 use super::{App, hv};
 use crate::error::{Error, Result};
-use crate::proxy::BlobAnswer;
+use crate::registry::content::{BlobAnswer, BlobRead};
 use crate::registry::digest::Digest;
 use crate::registry::names::RepoName;
 
@@ -18,32 +18,21 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMa
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, hv(&format!("\"{digest}\"")))
         .header(header::CACHE_CONTROL, "max-age=31536000");
-    let info = match app.proxy.as_ref().and_then(|p| Some((p, p.route(name)?))) {
-        None => app.registry.stat_blob(name, digest).await?,
-        Some((proxy, target)) => {
-            let whole = !headers.contains_key(header::RANGE);
-            match proxy.blob(&app.registry, &target, name, digest, head, whole).await? {
-                BlobAnswer::Stored(info) => info,
-                BlobAnswer::Remote { size } => {
-                    if let Some(size) = size {
-                        resp = resp.header(header::CONTENT_LENGTH, size);
-                    }
-                    return Ok(resp.body(Body::empty()).expect("valid response"));
-                }
-                BlobAnswer::Streaming { size, body } => {
-                    if let Some(size) = size {
-                        resp = resp.header(header::CONTENT_LENGTH, size);
-                    }
-                    return Ok(resp.body(Body::from_stream(body)).expect("valid response"));
-                }
-            }
-        }
+    let read = match (head, headers.contains_key(header::RANGE)) {
+        (true, _) => BlobRead::Head,
+        (false, false) => BlobRead::Whole,
+        (false, true) => BlobRead::Range,
+    };
+    let info = match app.content.blob(name, digest, read).await? {
+        BlobAnswer::Stored(info) => info,
+        BlobAnswer::Remote { size } => return Ok(unstored(resp, size, Body::empty())),
+        BlobAnswer::Streaming { size, body } => return Ok(unstored(resp, size, Body::from_stream(body))),
     };
     if head {
         resp = resp.header(header::CONTENT_LENGTH, info.size);
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
-    if let Some(url) = app.registry.blob_redirect(&info).await? {
+    if let Some(url) = app.content.blob_redirect(&info).await? {
         // storage.redirect: the client fetches the bytes (and its Range) from the store itself.
         return Ok(resp
             .status(StatusCode::TEMPORARY_REDIRECT)
@@ -64,12 +53,20 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMa
             format!("bytes {}-{}/{}", start, end - 1, info.size),
         );
     }
-    let stream = app.registry.open_blob(&info, Some((start, end))).await?;
+    let stream = app.content.open_blob(&info, Some((start, end))).await?;
     Ok(resp
         .status(status)
         .header(header::CONTENT_LENGTH, end - start)
         .body(Body::from_stream(stream))
         .expect("valid response"))
+}
+
+/// A blob answered by another source than the store (the pull-through cache's upstream).
+fn unstored(mut resp: axum::http::response::Builder, size: Option<u64>, body: Body) -> Response {
+    if let Some(size) = size {
+        resp = resp.header(header::CONTENT_LENGTH, size);
+    }
+    resp.body(body).expect("valid response")
 }
 
 pub async fn delete(app: &App, name: &RepoName, digest: &Digest) -> Result<Response> {

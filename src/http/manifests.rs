@@ -6,15 +6,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::route::Reference;
 use super::{App, hv};
 use crate::error::{Error, Result};
-use crate::proxy::{ManifestRef, warning_header};
+use crate::registry::content::{MANIFEST_LIMIT, ManifestAnswer, Reference};
 use crate::registry::manifests::StoredManifest;
 use crate::registry::names::{RepoName, Tag};
-
-/// Manifests larger than this are refused with 413 (as Distribution's 4 MiB default).
-pub const MANIFEST_LIMIT: usize = 4 << 20;
 
 pub async fn get(
     app: &App,
@@ -23,28 +19,12 @@ pub async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
-    let (m, warning) = match app.proxy.as_ref().and_then(|p| Some((p, p.route(name)?))) {
-        Some((proxy, target)) => {
-            let r = match reference {
-                Reference::Digest(d) => ManifestRef::Digest(d),
-                Reference::Tag(t) => ManifestRef::Tag(t),
-            };
-            let accept: Vec<&str> = headers
-                .get_all(header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            let a = proxy.manifest(&app.registry, &target, name, r, &accept).await?;
-            (a.manifest, a.warning)
-        }
-        None => {
-            let digest = match reference {
-                Reference::Digest(d) => d.clone(),
-                Reference::Tag(t) => app.registry.resolve_tag(name, t).await?,
-            };
-            (app.registry.get_manifest(name, &digest).await?, None)
-        }
-    };
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let ManifestAnswer { manifest: m, warning } = app.content.manifest(name, reference, &accept).await?;
     let etag = format!("\"{}\"", m.digest);
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))
@@ -71,6 +51,21 @@ pub async fn get(
     let resp = resp.header(header::CONTENT_LENGTH, m.bytes.len());
     let body = if head { Body::empty() } else { shared_body(m) };
     Ok(resp.body(body).expect("valid response"))
+}
+
+/// `Warning: 299 - "text"` (RFC 7234 §5.5), with the text made safe for a quoted string.
+pub fn warning_header(text: &str) -> String {
+    let safe: String = text
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("299 - \"{safe}\"")
 }
 
 /// Frames of a manifest body: slices of the one copy every request for it shares.
@@ -190,4 +185,14 @@ pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result
         Reference::Tag(t) => app.registry.delete_tag(name, t).await?,
     }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_is_a_valid_header() {
+        assert_eq!(warning_header("a \"b\" é"), "299 - \"a 'b' '\"");
+    }
 }

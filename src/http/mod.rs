@@ -27,13 +27,16 @@ use futures::StreamExt;
 
 use crate::auth::{Auth, RequestInfo};
 use crate::error::{Error, Result};
+use crate::registry::content::Content;
 use crate::registry::{BodyStream, Registry};
 use route::V2Route;
 
 pub struct App {
+    /// The write paths (uploads, manifest pushes, deletes) and listings.
     pub registry: Arc<Registry>,
-    /// Pull-through cache: the upstreams cached repositories mirror.
-    pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// What pulls read, and the gate every write passes: the registry itself, or the
+    /// pull-through cache wrapping it (the `proxy` module).
+    pub content: Arc<dyn Content>,
     /// `storage.maintenance.readonly`: pulls work, writes answer 405 UNSUPPORTED.
     pub readonly: bool,
     pub auth: Auth,
@@ -114,17 +117,16 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
             q.remove("from");
         }
     }
-    if app.readonly && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-        return Err(Error::Unsupported(
-            "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
-        ));
-    }
-    // A cached repository takes no writes: its content is the upstream's.
-    if let (Some(proxy), Some(name)) = (&app.proxy, route.name())
-        && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
-        && let Some(target) = proxy.route(name)
-    {
-        return Err(proxy.refuse_write(&target));
+    if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        if app.readonly {
+            return Err(Error::Unsupported(
+                "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work"
+                    .into(),
+            ));
+        }
+        if let Some(name) = route.name() {
+            app.content.check_write(name)?;
+        }
     }
     let peer = request_info(&req).peer;
     let (parts, body) = req.into_parts();

@@ -7,23 +7,9 @@ use axum::http::Method;
 use crate::auth::Access;
 use crate::auth::scope::{DELETE, PULL, PUSH};
 use crate::error::{Error, Result};
+pub use crate::registry::content::Reference;
 use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag, UploadId};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reference {
-    Tag(Tag),
-    Digest(Digest),
-}
-
-impl std::fmt::Display for Reference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reference::Tag(t) => t.fmt(f),
-            Reference::Digest(d) => d.fmt(f),
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum V2Route {

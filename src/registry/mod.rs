@@ -3,6 +3,8 @@
 
 pub mod blobs;
 mod cache;
+/// The content interface the pull handlers use (the pull-through cache wraps it).
+pub mod content;
 pub mod digest;
 /// Which cached repositories garbage collection may evict from (`proxy.evictafter`, `proxy.maxsize`).
 pub mod eviction;
