@@ -1,18 +1,20 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
 
 use axum::body::Body;
+use axum::http::response::Builder;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::{RangeRequest, parse_range};
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::registry::blobs::BlobInfo;
 use crate::registry::content::{BlobAnswer, BlobRead};
 use crate::registry::digest::Digest;
 use crate::registry::names::RepoName;
 
 pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMap, head: bool) -> Result<Response> {
-    let mut resp = Response::builder()
+    let resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header("docker-content-digest", hv(&digest.to_string()))
         .header(header::ACCEPT_RANGES, "bytes")
@@ -23,17 +25,19 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMa
         (false, false) => BlobRead::Whole,
         (false, true) => BlobRead::Range,
     };
-    let info = match app.content.blob(name, digest, read).await? {
-        BlobAnswer::Stored(info) => info,
-        BlobAnswer::Remote { size } => return Ok(unstored(resp, size, Body::empty())),
-        BlobAnswer::Streaming { size, body } => return Ok(unstored(resp, size, Body::from_stream(body))),
-    };
-    if head {
-        resp = resp.header(header::CONTENT_LENGTH, info.size);
-        return Ok(resp.body(Body::empty()).expect("valid response"));
+    match app.content.blob(name, digest, read).await? {
+        BlobAnswer::Stored(info) if head => Ok(sized(resp, Some(info.size), Body::empty())),
+        BlobAnswer::Stored(info) => serve_stored(app, &info, resp, headers).await,
+        // Answered by another source than the store (the pull-through cache's upstream).
+        BlobAnswer::Remote { size } => Ok(sized(resp, size, Body::empty())),
+        BlobAnswer::Streaming { size, body } => Ok(sized(resp, size, Body::from_stream(body))),
     }
-    if let Some(url) = app.content.blob_redirect(&info).await? {
-        // storage.redirect: the client fetches the bytes (and its Range) from the store itself.
+}
+
+/// A stored blob's body, all of it or the requested range; or, with `storage.redirect`, a
+/// redirect to the store, which then serves the bytes (and the Range) itself.
+async fn serve_stored(app: &App, info: &BlobInfo, mut resp: Builder, headers: &HeaderMap) -> Result<Response> {
+    if let Some(url) = app.content.blob_redirect(info).await? {
         return Ok(resp
             .status(StatusCode::TEMPORARY_REDIRECT)
             .header(header::LOCATION, hv(&url))
@@ -53,16 +57,12 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMa
             format!("bytes {}-{}/{}", start, end - 1, info.size),
         );
     }
-    let stream = app.content.open_blob(&info, Some((start, end))).await?;
-    Ok(resp
-        .status(status)
-        .header(header::CONTENT_LENGTH, end - start)
-        .body(Body::from_stream(stream))
-        .expect("valid response"))
+    let stream = app.content.open_blob(info, Some((start, end))).await?;
+    Ok(sized(resp.status(status), Some(end - start), Body::from_stream(stream)))
 }
 
-/// A blob answered by another source than the store (the pull-through cache's upstream).
-fn unstored(mut resp: axum::http::response::Builder, size: Option<u64>, body: Body) -> Response {
+/// The response with its body, and its Content-Length when the size is known.
+fn sized(mut resp: Builder, size: Option<u64>, body: Body) -> Response {
     if let Some(size) = size {
         resp = resp.header(header::CONTENT_LENGTH, size);
     }

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use super::{App, hv};
 use crate::error::{Error, Result};
 use crate::registry::content::{MANIFEST_LIMIT, ManifestAnswer, Reference};
-use crate::registry::manifests::StoredManifest;
+use crate::registry::digest::Digest;
+use crate::registry::manifests::{PutOutcome, StoredManifest};
 use crate::registry::names::{RepoName, Tag};
 
 pub async fn get(
@@ -19,11 +20,7 @@ pub async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
-    let accept: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let accept: Vec<&str> = values(headers, header::ACCEPT).collect();
     let ManifestAnswer { manifest: m, warning } = app.content.manifest(name, reference, &accept).await?;
     let etag = format!("\"{}\"", m.digest);
     let mut resp = Response::builder()
@@ -33,16 +30,7 @@ pub async fn get(
     if let Some(w) = warning {
         resp = resp.header(header::WARNING, hv(&warning_header(&w)));
     }
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t == etag || t.trim_matches('"') == m.digest.to_string())
-        });
-    if matches {
+    if none_match(headers, &etag, &m.digest) {
         return Ok(resp
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
@@ -51,6 +39,20 @@ pub async fn get(
     let resp = resp.header(header::CONTENT_LENGTH, m.bytes.len());
     let body = if head { Body::empty() } else { shared_body(m) };
     Ok(resp.body(body).expect("valid response"))
+}
+
+/// A header's values that are text.
+fn values(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok())
+}
+
+/// Whether `If-None-Match` names this manifest (its ETag, its bare digest, or `*`).
+fn none_match(headers: &HeaderMap, etag: &str, digest: &Digest) -> bool {
+    values(headers, header::IF_NONE_MATCH).any(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == etag || t.trim_matches('"') == digest.to_string())
+    })
 }
 
 /// `Warning: 299 - "text"` (RFC 7234 §5.5), with the text made safe for a quoted string.
@@ -108,6 +110,48 @@ pub async fn put(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let bytes = read_manifest(headers, body).await?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let query_tags = query_tags(query)?;
+    let (tags, digest) = match reference {
+        Reference::Tag(t) => (vec![t.clone()], None),
+        Reference::Digest(d) => (query_tags, Some(d)),
+    };
+    let out = app
+        .registry
+        .put_manifest(name, &tags, digest, content_type, bytes)
+        .await?;
+    Ok(created(name, &out, &tags, digest.is_some()))
+}
+
+/// 201 for a pushed manifest: where it is, its digest, the tags a push by digest applied, and
+/// the subject it names.
+fn created(name: &RepoName, out: &PutOutcome, tags: &[Tag], by_digest: bool) -> Response {
+    let mut resp = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", out.digest))),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                hv(&out.digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response();
+    if by_digest && !tags.is_empty() {
+        let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        resp.headers_mut().insert("oci-tag", hv(&list.join(", ")));
+    }
+    if let Some(subject) = &out.subject {
+        resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
+    }
+    resp
+}
+
+/// A pushed manifest's body, up to [`MANIFEST_LIMIT`] (more is `MANIFEST_TOO_LARGE`, declared
+/// or found while reading; the rest of the body is drained first).
+async fn read_manifest(headers: &HeaderMap, body: Body) -> Result<Bytes> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -126,44 +170,20 @@ pub async fn put(
         }
         buf.extend_from_slice(&chunk);
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    // A push by digest may name tags with `?tag=` (distribution-spec main, end-7b).
-    let query_tags: Vec<Tag> = query
+    Ok(buf.into())
+}
+
+/// The tags a push by digest names with `?tag=` (distribution-spec main, end-7b).
+fn query_tags(query: &[(String, String)]) -> Result<Vec<Tag>> {
+    let tags: Vec<Tag> = query
         .iter()
         .filter(|(k, _)| k == "tag")
         .map(|(_, v)| Tag::parse(v).ok_or_else(|| Error::TagInvalid(format!("invalid tag {v:?} in ?tag="))))
         .collect::<Result<_>>()?;
-    if query_tags.len() > MAX_QUERY_TAGS {
+    if tags.len() > MAX_QUERY_TAGS {
         return Err(Error::TooManyTags { limit: MAX_QUERY_TAGS });
     }
-    let (tags, digest) = match reference {
-        Reference::Tag(t) => (vec![t.clone()], None),
-        Reference::Digest(d) => (query_tags, Some(d)),
-    };
-    let out = app
-        .registry
-        .put_manifest(name, &tags, digest, content_type, buf.into())
-        .await?;
-    let mut resp = (
-        StatusCode::CREATED,
-        [
-            (header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", out.digest))),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(&out.digest.to_string()),
-            ),
-            (header::CONTENT_LENGTH, hv("0")),
-        ],
-    )
-        .into_response();
-    if digest.is_some() && !tags.is_empty() {
-        let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        resp.headers_mut().insert("oci-tag", hv(&list.join(", ")));
-    }
-    if let Some(subject) = out.subject {
-        resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
-    }
-    Ok(resp)
+    Ok(tags)
 }
 
 /// Read and discard what is left of a refused body (up to a bound), so the client, which is

@@ -89,44 +89,15 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
     };
     let mut q: HashMap<String, String> = pairs.iter().cloned().collect();
     let method = req.method().clone();
-    // A mount's source is not required (without pull on it the mount becomes an upload), but a
-    // bearer challenge asks for it, so the client's token can cover it.
-    let mount_source: Vec<crate::auth::Access> = match (&route, q.get("from")) {
-        (V2Route::UploadStart { .. }, Some(from)) if q.contains_key("mount") => {
-            vec![crate::auth::Access::repository(from, crate::auth::scope::PULL)]
-        }
-        _ => Vec::new(),
-    };
-    let caller = match app
-        .auth
-        .check(request_info(&req), &route.required_access(&method), &mount_source)
-        .await
-    {
+    let caller = match authorize(app, request_info(&req), &method, &route, &mut q).await {
         Ok(c) => c,
         Err(e) => {
             drain_refused(req.into_body()).await;
             return Err(e);
         }
     };
-    // A mount needs pull on its source; without it (or without a source while auth is on, as
-    // the blob could come from anywhere) the request falls back to a plain upload session.
-    if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
-        let pullable = q.get("from").is_some_and(|f| app.auth.may_pull(&caller, f));
-        if !pullable {
-            q.remove("mount");
-            q.remove("from");
-        }
-    }
     if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-        if app.readonly {
-            return Err(Error::Unsupported(
-                "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work"
-                    .into(),
-            ));
-        }
-        if let Some(name) = route.name() {
-            app.content.check_write(name)?;
-        }
+        check_write(app, &route)?;
     }
     let peer = request_info(&req).peer;
     let (parts, body) = req.into_parts();
@@ -168,6 +139,53 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
             method: method.to_string(),
             route: route.kind(),
         }),
+    }
+}
+
+/// Who the caller is, if they may make this request. A mount's source is not required
+/// (without pull on it the mount becomes an upload), but a bearer challenge asks for it, so
+/// the client's token can cover it; a mount the caller may not pull from (or, while auth is
+/// on, one without a source, as the blob could come from anywhere) loses `mount` and `from`
+/// and falls back to a plain upload session.
+async fn authorize(
+    app: &App,
+    req: RequestInfo<'_>,
+    method: &Method,
+    route: &V2Route,
+    q: &mut HashMap<String, String>,
+) -> Result<crate::auth::Caller> {
+    let mount_source: Vec<crate::auth::Access> = match (route, q.get("from")) {
+        (V2Route::UploadStart { .. }, Some(from)) if q.contains_key("mount") => {
+            vec![crate::auth::Access::repository(from, crate::auth::scope::PULL)]
+        }
+        _ => Vec::new(),
+    };
+    let caller = app
+        .auth
+        .check(req, &route.required_access(method), &mount_source)
+        .await?;
+    if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
+        let pullable = q.get("from").is_some_and(|f| app.auth.may_pull(&caller, f));
+        if !pullable {
+            q.remove("mount");
+            q.remove("from");
+        }
+    }
+    Ok(caller)
+}
+
+/// The gate every write (POST, PUT, PATCH, DELETE) passes: none in read-only mode, and none
+/// to a repository whose content is not this registry's own (the content interface says which:
+/// a pull-through cache's repositories take no writes).
+fn check_write(app: &App, route: &V2Route) -> Result<()> {
+    if app.readonly {
+        return Err(Error::Unsupported(
+            "the registry is in read-only mode for maintenance (storage.maintenance.readonly); pulls still work".into(),
+        ));
+    }
+    match route.name() {
+        Some(name) => app.content.check_write(name),
+        None => Ok(()),
     }
 }
 
