@@ -34,7 +34,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use upstream_http::Method;
 
-use crate::config::{ProxyConfig, parse_duration};
+use crate::config::ProxyConfig;
 use crate::error::{Error, Result};
 use crate::registry::blobs::BlobInfo;
 use crate::registry::digest::Digest;
@@ -106,7 +106,7 @@ impl Proxy {
                 .map(Some)
                 .map_err(|e| format!("cannot read the proxy CA bundle {path}: {e}"))
         };
-        let ttl = parse_duration(&cfg.ttl)?;
+        let ttl = cfg.ttl;
         let mut upstreams = Vec::new();
         if !cfg.remoteurl.is_empty() {
             upstreams.push(Upstream::new(UpstreamSettings {
@@ -124,7 +124,7 @@ impl Proxy {
                 url: u.url.clone(),
                 username: u.username.clone(),
                 password: u.password.clone(),
-                ttl: if u.ttl.is_empty() { ttl } else { parse_duration(&u.ttl)? },
+                ttl: cfg.ttl_of(u),
                 ca_pem: read_ca(if u.cabundle.is_empty() {
                     &cfg.cabundle
                 } else {
