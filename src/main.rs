@@ -14,7 +14,7 @@ fn main() {
         }
     };
     if let Some(format) = cli.log_format {
-        config.log.formatter = format;
+        config.log.formatter = format.parse().expect("clap allows text and json only");
     }
     init_tracing(&config);
     notes.iter().for_each(wharf::config::ConfigNote::log);
@@ -26,12 +26,12 @@ fn main() {
 
 fn init_tracing(config: &wharf::Config) {
     // RUST_LOG, when set, wins (for developers); otherwise log.level from the configuration.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config.log.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log.formatter == "json" {
+    if config.log.formatter == wharf::config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

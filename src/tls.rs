@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{TlsConfig, TlsVersion};
 
 /// How often the certificate files are looked at.
 const POLL: Duration = Duration::from_secs(2);
@@ -55,9 +55,9 @@ fn build(cfg: &TlsConfig) -> Result<ServerConfig, String> {
     let chain = read_certs(&cfg.certificate, "http.tls.certificate")?;
     let key =
         PrivateKeyDer::from_pem_file(Path::new(&cfg.key)).map_err(|e| format!("http.tls.key {}: {e}", cfg.key))?;
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.minimumtls.as_str() {
-        "tls1.3" => &[&rustls::version::TLS13],
-        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.minimumtls {
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)

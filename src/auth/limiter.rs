@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{LoginConfig, parse_duration};
+use crate::config::LoginConfig;
 
 /// How long a successful login makes its (user, address) pair known.
 pub const TRUST_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -182,7 +182,7 @@ impl Limiter {
         Limiter {
             max_user: cfg.maxfailures.max(1),
             max_addr: cfg.maxaddressfailures.max(1),
-            window: parse_duration(&cfg.window).unwrap_or(Duration::from_secs(60)),
+            window: cfg.window,
             tables: Mutex::new(Tables::default()),
             turns: (0..STRIPES).map(|_| Arc::new(tokio::sync::Mutex::new(()))).collect(),
             stripe_hasher: Default::default(),
@@ -311,7 +311,7 @@ mod tests {
         Arc::new(Limiter::new(&LoginConfig {
             maxfailures: max_user,
             maxaddressfailures: max_addr,
-            window: "1h".into(),
+            window: Duration::from_secs(3600),
             maxchecks: 2,
         }))
     }

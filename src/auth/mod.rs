@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, parse_duration};
+use crate::config::AuthConfig;
 use crate::error::Error;
 use htpasswd::Htpasswd;
 use limiter::Limiter;
@@ -181,8 +181,8 @@ impl Auth {
                 Some(BuiltIn {
                     signer: Signer::load(Path::new(&t.signingkey))?,
                     users: Arc::new(Htpasswd::open(Path::new(&t.htpasswd))?),
-                    ttl: parse_duration(&t.expiration).expect("validated"),
-                    refresh_ttl: parse_duration(&t.refreshexpiration).expect("validated"),
+                    ttl: t.expiration,
+                    refresh_ttl: t.refreshexpiration,
                 })
             };
             let verifier = Verifier::from_config(t, builtin.as_ref().map(|b| &b.signer))?;

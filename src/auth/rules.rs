@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use globset::{GlobBuilder, GlobMatcher};
+
 use super::scope::{Access, DELETE, PULL, PUSH};
 use crate::config::AuthConfig;
 
@@ -45,7 +47,7 @@ impl Actions {
 }
 
 struct Rule {
-    patterns: Vec<Vec<String>>,
+    patterns: Vec<GlobMatcher>,
     users: Vec<String>,
     groups: Vec<String>,
     anonymous: bool,
@@ -70,11 +72,8 @@ impl Rules {
             .access
             .iter()
             .map(|r| Rule {
-                patterns: r
-                    .repositories
-                    .iter()
-                    .map(|p| p.split('/').map(str::to_owned).collect())
-                    .collect(),
+                // A pattern globset refuses cannot match anything (rules only grant).
+                patterns: r.repositories.iter().filter_map(|p| repository_glob(p).ok()).collect(),
                 users: r.users.clone(),
                 groups: r.groups.clone(),
                 anonymous: r.anonymous,
@@ -94,10 +93,9 @@ impl Rules {
         if self.rules.is_empty() {
             return if user.is_some() { Actions::ALL } else { Actions::NONE };
         }
-        let segments: Vec<&str> = repo.split('/').collect();
         let mut granted = 0;
         for r in self.rules.iter().filter(|r| self.applies(r, user)) {
-            if r.patterns.iter().any(|p| glob_segments(p, &segments)) {
+            if r.patterns.iter().any(|p| p.is_match(repo)) {
                 granted |= r.actions.0;
             }
         }
@@ -131,31 +129,35 @@ impl Rules {
     }
 }
 
-/// Match a repository name against a pattern, both split at `/`. `**` matches any number of
-/// components (at least one when it ends the pattern, so `team/**` is what is inside `team`);
-/// within a component `*` matches any run of characters and `?` one character.
-fn glob_segments(pattern: &[String], name: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((p, rest)) if p == "**" => {
-            let min = if rest.is_empty() { 1 } else { 0 };
-            (min..=name.len()).any(|skip| glob_segments(rest, &name[skip..]))
-        }
-        Some((p, rest)) => match name.split_first() {
-            Some((n, name_rest)) => glob_component(p.as_bytes(), n.as_bytes()) && glob_segments(rest, name_rest),
-            None => false,
-        },
-    }
-}
-
-fn glob_component(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob_component(&p[1..], s) || (!s.is_empty() && glob_component(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob_component(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob_component(&p[1..], &s[1..]),
-        _ => false,
-    }
+/// A repository pattern as a glob over the whole name. `**` as a whole component matches any
+/// number of components (at least one when it ends the pattern, so `team/**` is what is inside
+/// `team`); within a component `*` matches any run of characters and `?` one character, never
+/// a `/`. Everything else is literal: `[`, `]`, `{`, `}` and `\` are escaped (repository names
+/// never hold them, so such a pattern matches nothing, as it always has), and a `**` inside a
+/// component is a `*`.
+fn repository_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    let components: Vec<String> = pattern
+        .split('/')
+        .map(|c| {
+            if c == "**" {
+                return c.to_owned();
+            }
+            let mut out = String::new();
+            for ch in c.chars() {
+                match ch {
+                    '*' if out.ends_with('*') => {}
+                    '[' | ']' | '{' | '}' | '\\' => out.extend(['[', ch, ']']),
+                    _ => out.push(ch),
+                }
+            }
+            out
+        })
+        .collect();
+    Ok(GlobBuilder::new(&components.join("/"))
+        .literal_separator(true)
+        .backslash_escape(false)
+        .build()?
+        .compile_matcher())
 }
 
 #[cfg(test)]
@@ -164,8 +166,7 @@ mod tests {
     use crate::config::AccessRuleConfig;
 
     fn m(p: &str, n: &str) -> bool {
-        let p: Vec<String> = p.split('/').map(str::to_owned).collect();
-        glob_segments(&p, &n.split('/').collect::<Vec<_>>())
+        repository_glob(p).unwrap().is_match(n)
     }
 
     #[test]
@@ -183,6 +184,18 @@ mod tests {
         assert!(!m("team-*/app?", "team-b/app"));
         assert!(m("a/**/z", "a/z"));
         assert!(m("a/**/z", "a/b/c/z"));
+    }
+
+    /// What the hand-written matcher did with characters globset would read as syntax.
+    #[test]
+    fn other_characters_are_literal() {
+        assert!(m("a**b", "axyb"));
+        assert!(!m("a**b", "ax/yb"));
+        assert!(m("a[b]", "a[b]") && !m("a[b]", "ab"));
+        assert!(m("{a,b}", "{a,b}") && !m("{a,b}", "a"));
+        assert!(m("a\\*", "a\\x") && !m("a\\*", "a*"));
+        assert!(m("[", "[") && m("a/]/**", "a/]/x"));
+        assert!(!m("a/", "a") && m("a.b-c_d", "a.b-c_d") && !m("a.b", "axb"));
     }
 
     fn rule(repos: &[&str], users: &[&str], groups: &[&str], anonymous: bool, actions: &[&str]) -> AccessRuleConfig {

@@ -14,7 +14,7 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde::{Deserialize, Serialize};
 
 use super::scope::ResourceActions;
-use crate::config::{TokenConfig, parse_duration};
+use crate::config::TokenConfig;
 
 /// Algorithms a token may be signed with. No HMAC (and `none` is not even parsed).
 const ASYMMETRIC: &[Algorithm] = &[
@@ -289,7 +289,7 @@ impl Verifier {
             keys,
             issuer: cfg.issuer.clone(),
             service: cfg.service.clone(),
-            leeway: parse_duration(&cfg.leeway).expect("validated").as_secs(),
+            leeway: cfg.leeway.as_secs(),
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::parse_duration;
+use super::types::{at_least_one, duration, resolve_addr};
 
 /// `log.accesslog`: one line per request (method, path, status, bytes, duration, request id).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -28,11 +28,7 @@ pub struct DebugConfig {
 impl DebugConfig {
     /// Resolve `addr` as `http.addr` is resolved.
     pub fn socket_addr(&self) -> Result<std::net::SocketAddr, String> {
-        super::HttpConfig {
-            addr: self.addr.clone(),
-            ..Default::default()
-        }
-        .socket_addr()
+        resolve_addr(&self.addr)
     }
 }
 
@@ -66,7 +62,9 @@ pub struct HealthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageHealthConfig {
     pub enabled: bool,
-    pub interval: String,
+    #[serde(with = "duration::positive")]
+    pub interval: Duration,
+    #[serde(with = "at_least_one")]
     pub threshold: u32,
 }
 
@@ -74,54 +72,26 @@ impl Default for StorageHealthConfig {
     fn default() -> Self {
         StorageHealthConfig {
             enabled: true,
-            interval: "10s".into(),
+            interval: Duration::from_secs(10),
             threshold: 3,
         }
     }
 }
 
+/// (An accessor from before the typed field, kept so its call sites read the same.)
 impl StorageHealthConfig {
     pub fn interval(&self) -> Duration {
-        parse_duration(&self.interval).expect("validated")
+        self.interval
     }
-}
-
-/// Default for `http.draintimeout`.
-pub fn default_draintimeout() -> String {
-    "30s".into()
-}
-
-/// Default for `http.sendtimeout`: as long as the read side's silence between two pieces of a
-/// request body (`hooks::BODY_IDLE_TIMEOUT`).
-pub fn default_sendtimeout() -> String {
-    "60s".into()
 }
 
 /// `http.headers`: extra response headers, name -> values (Distribution's YAML form
 /// `X-Content-Type-Options: [nosniff]`).
 pub type Headers = BTreeMap<String, Vec<String>>;
 
-impl super::HttpConfig {
-    /// How long in-flight requests may run after SIGTERM/SIGINT before they are cut.
-    pub fn draintimeout(&self) -> Duration {
-        parse_duration(&self.draintimeout).expect("validated")
-    }
-
-    /// How long a write to a client may make no progress before its connection is closed.
-    pub fn sendtimeout(&self) -> Duration {
-        parse_duration(&self.sendtimeout).expect("validated")
-    }
-}
-
 impl super::Config {
-    /// Checks of the operational keys; each error names the key.
+    /// Checks of the operational keys that need more than their types; each error names the key.
     pub(super) fn validate_ops(&self) -> Result<(), (String, String)> {
-        parse_duration(&self.http.draintimeout).map_err(|e| ("http.draintimeout".to_owned(), e))?;
-        match parse_duration(&self.http.sendtimeout) {
-            Ok(d) if d.is_zero() => return Err(("http.sendtimeout".into(), "must be greater than zero".into())),
-            Ok(_) => {}
-            Err(e) => return Err(("http.sendtimeout".into(), e)),
-        }
         for (name, values) in &self.http.headers {
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err((format!("http.headers.{name}"), "is not a valid header name".into()));
@@ -142,20 +112,6 @@ impl super::Config {
                 "http.debug.prometheus.path".into(),
                 format!("{:?} must start with / and not with /v2", debug.prometheus.path),
             ));
-        }
-        let health = &self.health.storagedriver;
-        match parse_duration(&health.interval) {
-            Ok(d) if d.is_zero() => {
-                return Err((
-                    "health.storagedriver.interval".into(),
-                    "must be greater than zero".into(),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(("health.storagedriver.interval".into(), e)),
-        }
-        if health.threshold == 0 {
-            return Err(("health.storagedriver.threshold".into(), "must be at least 1".into()));
         }
         Ok(())
     }

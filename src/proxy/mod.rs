@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::config::{ProxyConfig, parse_duration};
+use crate::config::ProxyConfig;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::registry::blobs::BlobInfo;
@@ -96,7 +96,7 @@ impl Proxy {
                 .map(Some)
                 .map_err(|e| format!("cannot read the proxy CA bundle {path}: {e}"))
         };
-        let ttl = parse_duration(&cfg.ttl)?;
+        let ttl = cfg.ttl;
         let mut upstreams = Vec::new();
         if !cfg.remoteurl.is_empty() {
             upstreams.push(Upstream::new(UpstreamSettings {
@@ -114,7 +114,7 @@ impl Proxy {
                 url: u.url.clone(),
                 username: u.username.clone(),
                 password: u.password.clone(),
-                ttl: if u.ttl.is_empty() { ttl } else { parse_duration(&u.ttl)? },
+                ttl: cfg.ttl_of(u),
                 ca_pem: read_ca(if u.cabundle.is_empty() {
                     &cfg.cabundle
                 } else {

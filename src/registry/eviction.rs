@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ProxyConfig, parse_duration, parse_size};
+use crate::config::{EvictAfter, ProxyConfig};
 use crate::registry::names::RepoName;
 
 /// Eviction settings for one garbage collection run.
@@ -27,24 +27,14 @@ impl Eviction {
         if !cfg.enabled() {
             return Ok(None);
         }
-        let ttl = parse_duration(&cfg.ttl)?;
         let mut rules = Vec::new();
         if !cfg.remoteurl.is_empty() {
-            rules.push((String::new(), ProxyConfig::parse_evict_after(&cfg.evictafter, ttl)?));
+            rules.push((String::new(), cfg.evictafter.or(EvictAfter::Never)));
         }
         for u in &cfg.upstream {
-            let u_ttl = if u.ttl.is_empty() { ttl } else { parse_duration(&u.ttl)? };
-            let value = if u.evictafter.is_empty() {
-                &cfg.evictafter
-            } else {
-                &u.evictafter
-            };
-            rules.push((u.prefix.clone(), ProxyConfig::parse_evict_after(value, u_ttl)?));
+            rules.push((u.prefix.clone(), cfg.evict_after_of(u)));
         }
-        let max_size = match cfg.maxsize.trim() {
-            "" => None,
-            s => Some(parse_size(s)?),
-        };
+        let max_size = cfg.maxsize;
         if max_size.is_none() && rules.iter().all(|(_, age)| age.is_none()) {
             return Ok(None);
         }
@@ -82,7 +72,7 @@ mod tests {
     #[test]
     fn only_cached_repositories_are_evicted_from() {
         let mut cfg = ProxyConfig {
-            evictafter: "720h".into(),
+            evictafter: EvictAfter::After(Duration::from_secs(720 * 3600)),
             ..Default::default()
         };
         assert!(Eviction::from_config(&cfg).unwrap().is_none(), "no cache, no eviction");
@@ -95,7 +85,7 @@ mod tests {
             UpstreamConfig {
                 prefix: "quay/".into(),
                 url: "https://quay.io".into(),
-                evictafter: "off".into(),
+                evictafter: EvictAfter::Never,
                 ..Default::default()
             },
         ];
@@ -107,15 +97,15 @@ mod tests {
         assert_eq!(e.cached(&repo("quay/org/app")), Some(None));
         assert_eq!(e.cached(&repo("local/app")), None);
         assert_eq!(e.cached(&repo("hubx/app")), None);
-        cfg.evictafter.clear();
-        cfg.upstream[1].evictafter.clear();
+        cfg.evictafter = EvictAfter::Unset;
+        cfg.upstream[1].evictafter = EvictAfter::Unset;
         assert!(Eviction::from_config(&cfg).unwrap().is_none(), "nothing configured");
-        cfg.maxsize = "1GiB".into();
+        cfg.maxsize = Some(1 << 30);
         let e = Eviction::from_config(&cfg).unwrap().unwrap();
         assert_eq!((e.max_size, e.cached(&repo("hub/a"))), (Some(1 << 30), Some(None)));
         let single = ProxyConfig {
             remoteurl: "https://registry-1.docker.io".into(),
-            evictafter: "48h".into(),
+            evictafter: EvictAfter::After(Duration::from_secs(48 * 3600)),
             ..Default::default()
         };
         let e = Eviction::from_config(&single).unwrap().unwrap();
