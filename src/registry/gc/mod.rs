@@ -19,18 +19,18 @@ mod evict;
 mod mark;
 mod sweep;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream};
 
 use evict::EvictedTags;
 pub use evict::{EvictReason, Evicted};
-use mark::{RepoGraph, RepoManifests, RepoMark};
+use mark::{RepoGraph, RepoManifests, RepoMark, every_reading};
 use sweep::Sweep;
 
 use super::digest::{Algorithm, Digest};
-use super::manifests::{ManifestInfo, read_stored, references};
+use super::manifests::ManifestInfo;
 use super::names::RepoName;
 use super::{Registry, paths};
 use crate::error::{Error, Result};
@@ -222,19 +222,9 @@ impl Registry {
                     Err(e) if e.is_not_found() => return Ok(None),
                     Err(e) => return Err(Error::from(e)),
                 };
-                let cannot =
-                    |e: Error| Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"));
-                let mut info = read_stored(&bytes).map_err(cannot)?;
-                // Mark every reading, not only the one GET serves: a manifest another registry
-                // (or an older Wharf) stored with conflicting type signals keeps everything any
-                // of its readers may pull.
-                let all = references(&bytes).map_err(cannot)?;
-                info.blobs.extend(all.blobs);
-                info.children.extend(all.children);
-                info.blobs.sort();
-                info.blobs.dedup();
-                info.children.sort();
-                info.children.dedup();
+                let info = every_reading(&bytes).map_err(|e: Error| {
+                    Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
+                })?;
                 Ok(Some((d.clone(), info)))
             })
             .buffer_unordered(IO_PARALLEL)
@@ -246,11 +236,29 @@ impl Registry {
             subjects.insert(d.clone(), info.subject);
             uses.insert(d, (info.blobs, info.children));
         }
+        // The referrer links of every subject named (only those the mark may follow).
+        let named: BTreeSet<&Digest> = subjects.values().flatten().collect();
+        let referrers: BTreeMap<Digest, Vec<Digest>> = stream::iter(named)
+            .map(|s| async move {
+                let links = self.list_digests(&paths::referrers_dir(repo, s)).await?;
+                Ok::<_, Error>((s.clone(), links))
+            })
+            .buffer_unordered(IO_PARALLEL)
+            .try_collect()
+            .await?;
         Ok(RepoGraph {
             manifests: rm,
             subjects,
             uses,
+            referrers,
         })
+    }
+
+    /// Mark one repository: the manifests it keeps and the blobs they use.
+    async fn mark_repo(&self, repo: &RepoName, delete_untagged: bool) -> Result<RepoMark> {
+        let graph = self.load_repo(repo).await?;
+        let roots = graph.default_roots(delete_untagged);
+        Ok(RepoMark::new(repo.clone(), graph, roots))
     }
 
     /// Run a garbage collection. `log` receives one line per item, Distribution-style.
@@ -288,12 +296,12 @@ impl Registry {
                 .await?;
             evicted_tags = tags;
             phase("planned eviction");
-            let more: Vec<RepoMark> = stream::iter(graphs.into_iter().zip(roots))
-                .map(|((r, g), roots)| async move { self.mark_from(&r, g, roots).await })
-                .buffer_unordered(REPO_PARALLEL)
-                .try_collect()
-                .await?;
-            marks.extend(more);
+            marks.extend(
+                graphs
+                    .into_iter()
+                    .zip(roots)
+                    .map(|((r, g), roots)| RepoMark::new(r, g, roots)),
+            );
         }
         let mut marked_blobs: HashSet<Digest> = HashSet::new();
         let mut kept: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
