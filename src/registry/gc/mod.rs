@@ -269,9 +269,39 @@ impl Registry {
         let repos = self.all_repositories().await?;
         phase("listed repositories");
 
-        // ---- mark (repositories concurrently; it only reads). Cached repositories, when eviction
-        // is configured, are marked last: from what eviction leaves them, and with
-        // --delete-untagged's rule (a manifest no kept entry reaches goes).
+        let marked = self.mark_all(&repos, opts, &mut report, &mut *log, &phase).await?;
+        report.marked_blobs = marked.blobs.len();
+        phase("marked");
+
+        let verb = if opts.dry_run {
+            "eligible for deletion"
+        } else {
+            "deleted"
+        };
+        let sweep = Sweep::new(self, opts, &marked.blobs, verb);
+        sweep.manifests(&marked, &mut report, &mut *log).await?;
+        phase("swept manifests");
+        sweep.layer_links(&repos, &mut report, &mut *log).await?;
+        phase("swept layer links");
+        sweep.blobs(&mut report, &mut *log).await?;
+        phase("swept blobs");
+        sweep.uploads(&mut report, &mut *log).await?;
+        phase("purged uploads");
+        self.record_gc_run(opts, &report, started.elapsed()).await;
+        Ok(report)
+    }
+
+    /// The mark phase over every repository (concurrently; it only reads). Cached
+    /// repositories, when eviction is configured, are marked last: from what eviction leaves
+    /// them, and with --delete-untagged's rule (a manifest no kept entry reaches goes).
+    async fn mark_all(
+        &self,
+        repos: &[RepoName],
+        opts: &GcOptions,
+        report: &mut GcReport,
+        log: &mut (dyn FnMut(String) + Send),
+        phase: &(dyn Fn(&str) + Sync),
+    ) -> Result<Marked> {
         let (cached, ordinary): (Vec<&RepoName>, Vec<&RepoName>) = match &opts.evict {
             Some(ev) => repos.iter().partition(|r| ev.cached(r).is_some()),
             None => (Vec::new(), repos.iter().collect()),
@@ -291,9 +321,7 @@ impl Registry {
                 .try_collect()
                 .await?;
             let pinned: HashSet<Digest> = marks.iter().flat_map(|m| m.blobs.iter().cloned()).collect();
-            let (roots, tags) = self
-                .plan_eviction(ev, &mut graphs, &pinned, opts, &mut report, &mut *log)
-                .await?;
+            let (roots, tags) = self.plan_eviction(ev, &mut graphs, &pinned, opts, report, log).await?;
             evicted_tags = tags;
             phase("planned eviction");
             marks.extend(
@@ -303,38 +331,28 @@ impl Registry {
                     .map(|((r, g), roots)| RepoMark::new(r, g, roots)),
             );
         }
-        let mut marked_blobs: HashSet<Digest> = HashSet::new();
-        let mut kept: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
-        let mut all: BTreeMap<RepoName, RepoManifests> = BTreeMap::new();
-        for m in marks {
-            marked_blobs.extend(m.blobs);
-            kept.insert(m.repo.clone(), m.keep);
-            all.insert(m.repo, m.manifests);
-        }
-        report.marked_blobs = marked_blobs.len();
-        phase("marked");
-
-        let verb = if opts.dry_run {
-            "eligible for deletion"
-        } else {
-            "deleted"
+        let mut marked = Marked {
+            evicted_tags,
+            ..Marked::default()
         };
-        let sweep = Sweep::new(self, opts, &marked_blobs, verb);
-        sweep
-            .manifests(&evicted_tags, &all, &kept, &mut report, &mut *log)
-            .await?;
-        phase("swept manifests");
-        sweep.layer_links(&repos, &mut report, &mut *log).await?;
-        phase("swept layer links");
-        sweep.blobs(&mut report, &mut *log).await?;
-        phase("swept blobs");
-        // ---- sweep 4: abandoned uploads
-        for (repo, id) in self.purge_uploads(opts.upload_max_age, opts.dry_run).await? {
-            log(format!("{repo}: upload {id} {verb}"));
-            report.uploads.push((repo, id));
+        for m in marks {
+            marked.blobs.extend(m.blobs);
+            marked.kept.insert(m.repo.clone(), m.keep);
+            marked.all.insert(m.repo, m.manifests);
         }
-        phase("purged uploads");
-        self.record_gc_run(opts, &report, started.elapsed()).await;
-        Ok(report)
+        Ok(marked)
     }
+}
+
+/// What the mark phase hands the sweep.
+#[derive(Default)]
+struct Marked {
+    /// Every blob (and manifest) a kept manifest uses, in any repository.
+    blobs: HashSet<Digest>,
+    /// The manifests each repository keeps.
+    kept: BTreeMap<RepoName, HashSet<Digest>>,
+    /// Each repository's revisions and tags, as listed.
+    all: BTreeMap<RepoName, RepoManifests>,
+    /// Tags eviction removes (taken out of `all` already).
+    evicted_tags: EvictedTags,
 }

@@ -2,14 +2,12 @@
 //! any point: evicted tags, unkept manifests (tags, referrer entries, revision links), layer
 //! links to blobs being removed, the blobs themselves, stale upload sessions.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::evict::EvictedTags;
-use super::mark::RepoManifests;
-use super::{GcOptions, GcReport, IO_PARALLEL};
+use super::{GcOptions, GcReport, IO_PARALLEL, Marked};
 use crate::error::{Error, Result};
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::manifests::read_stored;
@@ -64,12 +62,11 @@ impl<'a> Sweep<'a> {
     /// Sweep 1: manifests (evicted tags, then per repository tags, referrer entries, revision links).
     pub(super) async fn manifests(
         &self,
-        evicted_tags: &EvictedTags,
-        all: &BTreeMap<RepoName, RepoManifests>,
-        kept: &BTreeMap<RepoName, HashSet<Digest>>,
+        marked: &Marked,
         report: &mut GcReport,
         log: &mut (dyn FnMut(String) + Send),
     ) -> Result<()> {
+        let (evicted_tags, all, kept) = (&marked.evicted_tags, &marked.all, &marked.kept);
         let (opts, verb, removals, this) = (self.opts, self.verb, &self.removals, self.registry);
         for (repo, tags) in evicted_tags {
             for (tag, _) in tags {
@@ -219,6 +216,16 @@ impl<'a> Sweep<'a> {
         for (d, size) in swept {
             log(format!("blob {d} ({size} bytes) {verb}"));
             report.blobs.push((d, size));
+        }
+        Ok(())
+    }
+
+    /// Sweep 4: abandoned uploads.
+    pub(super) async fn uploads(&self, report: &mut GcReport, log: &mut (dyn FnMut(String) + Send)) -> Result<()> {
+        let opts = self.opts;
+        for (repo, id) in self.registry.purge_uploads(opts.upload_max_age, opts.dry_run).await? {
+            log(format!("{repo}: upload {id} {}", self.verb));
+            report.uploads.push((repo, id));
         }
         Ok(())
     }
