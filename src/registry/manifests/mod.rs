@@ -1,0 +1,252 @@
+//! Manifests: exact bytes stored content-addressed beside the blobs, linked into a repository by
+//! a revision link; tags are `current/link` files replaced atomically; manifests with a
+//! `subject` are indexed under `_referrers/` so the referrers API never scans the repository.
+//!
+//! Split by noun: [`format`] parses and classifies bytes, [`signals`] holds every reading of
+//! them, [`tags`] and [`referrers`] the two indexes; this module stores, reads and deletes.
+
+mod format;
+mod referrers;
+mod signals;
+mod tags;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use format::{
+    DOCKER_LIST, DOCKER_MANIFEST, MAX_JSON_DEPTH, ManifestInfo, OCI_INDEX, OCI_MANIFEST, nesting_exceeds,
+    parse_manifest, read_stored,
+};
+pub use referrers::Descriptor;
+pub use signals::{References, references};
+
+use super::Registry;
+use super::digest::{Algorithm, Digest};
+use super::names::{RepoName, Tag};
+use super::paths;
+use crate::error::{Error, Result};
+
+/// A stored manifest: its exact bytes and what the registry reads from them. Immutable for a
+/// digest, so it is cached by digest.
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub subject: Option<Digest>,
+}
+
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Whether the repository exists at all (for NAME_UNKNOWN versus MANIFEST_UNKNOWN).
+    pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        if self.exists(&paths::repo(repo).join("_manifests")).await? {
+            return Ok(true);
+        }
+        // Object stores have no empty directories: once its last manifest is deleted, a
+        // repository is known by its layer links (the filesystem keeps `_manifests/` itself).
+        Ok(self.driver.multipart().is_some() && self.exists(&paths::repo(repo).join("_layers")).await?)
+    }
+
+    async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
+        match self.repo_exists(repo).await {
+            Ok(false) => Error::NameUnknown(repo.to_string()),
+            _ => Error::ManifestUnknown(reference.to_owned()),
+        }
+    }
+
+    /// A manifest of the repository, by digest.
+    pub async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Arc<StoredManifest>> {
+        if self.read_link(&paths::revision_link(repo, d)).await?.as_ref() != Some(d) {
+            return Err(self.manifest_unknown(repo, &d.to_string()).await);
+        }
+        if let Some(m) = self.manifest_cache.get(d) {
+            return Ok(m);
+        }
+        // Concurrent misses wait for one read (a burst of GETs of a 4 MiB manifest reads it once).
+        let _loading = self.manifest_cache.loading(d).await;
+        if let Some(m) = self.manifest_cache.get(d) {
+            return Ok(m);
+        }
+        let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let m = Arc::new(match read_stored(&bytes) {
+            Ok(info) => StoredManifest {
+                digest: d.clone(),
+                media_type: info.media_type,
+                bytes,
+                artifact_type: info.artifact_type,
+                annotations: info.annotations,
+                subject: info.subject,
+            },
+            // Stored by another registry and not understood: serve the bytes as they are.
+            Err(_) => StoredManifest {
+                digest: d.clone(),
+                media_type: OCI_MANIFEST.into(),
+                bytes,
+                artifact_type: None,
+                annotations: None,
+                subject: None,
+            },
+        });
+        Ok(self.manifest_cache.insert(m))
+    }
+
+    /// Store a manifest by digest (`url_digest`), and under `tags` (the tag of the URL, or `?tag=`s).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        url_digest: Option<&Digest>,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutOutcome> {
+        let alg = url_digest.map_or(Algorithm::Sha256, |d| d.algorithm());
+        let digest = Digest::of(alg, &bytes);
+        if let Some(expected) = url_digest
+            && expected != &digest
+        {
+            return Err(Error::DigestInvalid(format!(
+                "the manifest's digest is {digest}, not {expected}"
+            )));
+        }
+        let info = parse_manifest(&bytes, content_type)?;
+        self.check_gc_lock().await?;
+
+        let mut missing = Vec::new();
+        for b in &info.blobs {
+            if self.read_link(&paths::layer_link(repo, b)).await?.as_ref() != Some(b)
+                || self.stat_cas(b).await?.is_none()
+            {
+                missing.push(b.to_string());
+            }
+        }
+        for c in &info.children {
+            if self.read_link(&paths::revision_link(repo, c)).await?.as_ref() != Some(c) {
+                missing.push(c.to_string());
+            }
+        }
+        if !missing.is_empty() {
+            missing.dedup();
+            return Err(Error::ManifestBlobUnknown(missing));
+        }
+
+        self.store_manifest(repo, tags, &digest, &info, bytes).await?;
+        Ok(PutOutcome {
+            digest,
+            subject: info.subject,
+        })
+    }
+
+    /// Write a verified manifest: bytes, revision link, referrer entry, tags. The only code
+    /// that creates a repository's `_manifests/`, that is, a repository of the catalog: when
+    /// this PUT may be creating one, the catalog's generation marker is renewed after the
+    /// writes (even failed ones: they may have created the directory) and before the answer.
+    async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        digest: &Digest,
+        info: &ManifestInfo,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let may_grow = self.catalog_may_grow(repo).await;
+        let written = self.write_manifest(repo, tags, digest, info, bytes).await;
+        let renewed = if may_grow { self.catalog_changed().await } else { Ok(()) };
+        written.and(renewed)
+    }
+
+    async fn write_manifest(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        digest: &Digest,
+        info: &ManifestInfo,
+        bytes: Bytes,
+    ) -> Result<()> {
+        // Order (invariant I3): bytes, revision link, referrer entry, tag.
+        let data = paths::blob_data(digest);
+        if self.stat_cas(digest).await?.is_none() {
+            self.driver.put_content(&data, bytes).await?;
+        }
+        // With tags, the revision link and the tags are written under the repository's lock, so
+        // a concurrent DELETE of this manifest comes wholly before (the PUT restores the
+        // revision) or after (it removes the tags too), never between: a tag never points at a
+        // manifest that is not in the repository.
+        let _g = if tags.is_empty() {
+            None
+        } else {
+            Some(self.repo_lock(repo).await)
+        };
+        self.write_link(&paths::revision_link(repo, digest), digest).await?;
+        if let Some(subject) = &info.subject {
+            self.write_link(&paths::referrer_link(repo, subject, digest), digest)
+                .await?;
+        }
+        crate::hooks::failpoint("manifest-before-tag");
+        if !tags.is_empty() {
+            self.tag_index.invalidate(repo);
+            for tag in tags {
+                self.write_link(&paths::tag_index_link(repo, tag, digest), digest)
+                    .await?;
+                crate::hooks::failpoint("tag-link-write");
+                self.write_link(&paths::tag_current(repo, tag), digest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pull-through cache: store a manifest fetched from an upstream (whose digest the caller
+    /// verified), under `tag` if given. Unlike a push, the blobs it names need not be here
+    /// yet: they are fetched when a client asks for them.
+    pub(crate) async fn cache_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digest: &Digest,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let info = parse_manifest(&bytes, content_type)?;
+        self.check_gc_lock().await?;
+        self.store_manifest(
+            repo,
+            tag.map(std::slice::from_ref).unwrap_or_default(),
+            digest,
+            &info,
+            bytes,
+        )
+        .await
+    }
+
+    /// Delete a manifest and every tag pointing at it. Its bytes stay until garbage collection.
+    pub async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        self.require_delete()?;
+        self.check_gc_lock().await?;
+        let m = self.get_manifest(repo, d).await?;
+        let _g = self.repo_lock(repo).await;
+        self.tag_index.invalidate(repo);
+        for tag in self.all_tags(repo).await? {
+            if self.read_link(&paths::tag_current(repo, &tag)).await?.as_ref() == Some(d) {
+                self.driver.delete(&paths::tag_dir(repo, &tag)).await?;
+            }
+        }
+        if let Some(subject) = &m.subject {
+            self.driver
+                .delete(&paths::referrer_link(repo, subject, d).parent())
+                .await?;
+        }
+        self.driver.delete(&paths::revision_link(repo, d).parent()).await?;
+        Ok(())
+    }
+}
