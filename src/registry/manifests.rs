@@ -493,7 +493,7 @@ impl Registry {
         }
         // Object stores have no empty directories: once its last manifest is deleted, a
         // repository is known by its layer links (the filesystem keeps `_manifests/` itself).
-        Ok(self.driver.multipart().is_some() && self.exists(&paths::repo(repo).join("_layers")).await?)
+        Ok(self.driver.capabilities().object_store && self.exists(&paths::repo(repo).join("_layers")).await?)
     }
 
     async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
@@ -735,7 +735,7 @@ impl Registry {
 
     /// Every tag of a repository, sorted.
     pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
-        if self.driver.multipart().is_some() {
+        if self.driver.capabilities().object_store {
             // Object stores: tags are the `<tag>/current/link` keys, since an emptied (deleted)
             // tag's prefix may still be listed for a while by some services.
             let keys = self.driver.list_recursive(&paths::tags_dir(repo)).await?;

@@ -191,7 +191,7 @@ impl Registry {
         self.driver
             .put_content_volatile(&paths::upload_startedat(repo, &id), Bytes::from(now))
             .await?;
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             self.mp_start(repo, &id, alg).await?;
             return Ok(UploadStatus { id, size: 0 });
         }
@@ -206,7 +206,7 @@ impl Registry {
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
         }
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             return self.mp_status(repo, id).await;
         }
         let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
@@ -228,7 +228,7 @@ impl Registry {
         location: &str,
     ) -> Result<UploadStatus> {
         let _guard = self.lock_session(repo, id).await?;
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             return self.mp_append(repo, id, chunk, body, location).await;
         }
         let session = self.resume_session(repo, id, chunk, location).await?;
@@ -306,7 +306,7 @@ impl Registry {
         location: &str,
     ) -> Result<BlobInfo> {
         let _guard = self.lock_session(repo, id).await?;
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             self.check_gc_lock().await?;
             return self.mp_finish(repo, Some((id, location)), digest, chunk, body).await;
         }
@@ -357,7 +357,7 @@ impl Registry {
         len: Option<u64>,
         body: BodyStream,
     ) -> Result<BlobInfo> {
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             self.check_gc_lock().await?;
             let chunk = ChunkInfo {
                 len,
@@ -398,10 +398,25 @@ impl Registry {
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
             return Err(Error::BlobUploadUnknown(id.to_string()));
         }
-        if self.driver.multipart().is_some() {
+        if self.resumable() {
             return self.mp_discard(repo, id).await;
         }
         Ok(self.driver.delete(&paths::upload_dir(repo, id)).await?)
+    }
+
+    /// Remove a session and everything it holds in storage (the upload purger, GC).
+    pub(crate) async fn discard_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.forget_warm(repo, id);
+        if self.resumable() {
+            return self.mp_discard(repo, id).await;
+        }
+        Ok(self.driver.delete(&paths::upload_dir(repo, id)).await?)
+    }
+
+    /// Whether upload data goes through the driver's resumable writer (object stores) rather
+    /// than being appended in place.
+    fn resumable(&self) -> bool {
+        self.driver.capabilities().resumable_writer
     }
 
     async fn lock_session(&self, repo: &RepoName, id: &UploadId) -> Result<tokio::sync::OwnedMutexGuard<()>> {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::fence::{Fence, FenceError, FenceRole};
 use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
 
 /// Bytes mapped per window when streaming a blob (and the largest frame handed to hyper).
@@ -164,6 +165,38 @@ impl Inner {
 impl Driver for FsDriver {
     fn name(&self) -> &'static str {
         "filesystem"
+    }
+
+    fn describe(&self) -> String {
+        self.inner.root.display().to_string()
+    }
+
+    /// The flock on `<root>/wharf.lock`: shared for writers, exclusive for a collection.
+    async fn fence(&self, role: FenceRole, _lock: &StoragePath) -> Result<Fence, FenceError> {
+        let root = self.describe();
+        let held = self
+            .try_lock(role != FenceRole::Writer)
+            .map_err(|e| DriverError::io(self.inner.root.join("wharf.lock").display(), e))?;
+        match (held, role) {
+            (Some(file), _) => Ok(Fence {
+                _held: Some(Box::new(file)),
+                ..Fence::default()
+            }),
+            (None, FenceRole::Writer) => Err(FenceError::Held(format!(
+                "garbage collection is running on {root} (it holds wharf.lock); wait for it, or start with \
+                 storage.maintenance.readonly.enabled = true"
+            ))),
+            (None, FenceRole::Collector { force: true, .. }) => Ok(Fence {
+                note: Some(format!(
+                    "warning: a server holds {root}/wharf.lock; continuing because of --force"
+                )),
+                ..Fence::default()
+            }),
+            (None, FenceRole::Collector { .. }) => Err(FenceError::Held(format!(
+                "a server is serving {root} read-write (it holds wharf.lock): stop it, or restart it with \
+                 storage.maintenance.readonly.enabled = true, then run garbage-collect again (or pass --force)"
+            ))),
+        }
     }
 
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError> {
