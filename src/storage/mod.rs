@@ -11,6 +11,7 @@
 
 pub mod fence;
 pub mod fs;
+pub mod resumable;
 pub mod s3;
 #[cfg(test)]
 mod testsuite;
