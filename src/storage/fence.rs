@@ -107,3 +107,28 @@ pub async fn lock_object_present(driver: &dyn Driver, lock: &StoragePath) -> Res
         Err(e) => Err(e),
     }
 }
+
+/// The filesystem fence: `held` is the flock on `<root>/wharf.lock` if it could be taken for
+/// `role` (shared for a writer, exclusive for a collection); `None` when someone holds it.
+pub(crate) fn flock(root: &str, role: FenceRole, held: Option<std::fs::File>) -> Result<Fence, FenceError> {
+    match (held, role) {
+        (Some(file), _) => Ok(Fence {
+            _held: Some(Box::new(file)),
+            ..Fence::default()
+        }),
+        (None, FenceRole::Writer) => Err(FenceError::Held(format!(
+            "garbage collection is running on {root} (it holds wharf.lock); wait for it, or start with \
+             storage.maintenance.readonly.enabled = true"
+        ))),
+        (None, FenceRole::Collector { force: true, .. }) => Ok(Fence {
+            note: Some(format!(
+                "warning: a server holds {root}/wharf.lock; continuing because of --force"
+            )),
+            ..Fence::default()
+        }),
+        (None, FenceRole::Collector { .. }) => Err(FenceError::Held(format!(
+            "a server is serving {root} read-write (it holds wharf.lock): stop it, or restart it with \
+             storage.maintenance.readonly.enabled = true, then run garbage-collect again (or pass --force)"
+        ))),
+    }
+}
