@@ -1,7 +1,7 @@
 //! Wharf: a container image registry speaking the OCI Distribution Specification v1.1.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! `cli`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
+//! `cli`/`commands`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
 //! code that knows the storage layout) → `storage` (the driver trait and its implementations).
 
 pub mod admin;

@@ -25,7 +25,7 @@ use super::blobs::BlobInfo;
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, UploadId};
 use super::uploads::body::{self, Pumped, Sink};
-use super::uploads::{ChunkInfo, UploadStatus};
+use super::uploads::{ChunkInfo, SessionAt, UploadStatus};
 use super::{BodyStream, Registry, paths};
 use crate::error::{Error, Result};
 use crate::storage::resumable::{ResumableWriter, WriterState};
@@ -134,12 +134,11 @@ impl Registry {
     /// state naming its new parts and tail (conditionally). Whatever fails is abandoned.
     pub(crate) async fn mp_append(
         &self,
-        repo: &RepoName,
-        id: &UploadId,
+        at: SessionAt<'_>,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<UploadStatus> {
+        let SessionAt { repo, id, location } = at;
         let (state, version) = self.mp_load(repo, id).await?;
         chunk.check(state.size, id, location)?;
         let tails = |name: &str| paths::upload_tail(repo, id, name);

@@ -92,6 +92,14 @@ impl ChunkInfo {
     }
 }
 
+/// One request on an open session: which session, and its URL (for the 416 answers).
+#[derive(Clone, Copy)]
+pub(crate) struct SessionAt<'a> {
+    pub repo: &'a RepoName,
+    pub id: &'a UploadId,
+    pub location: &'a str,
+}
+
 /// Where a session's bytes and hash state live between requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -144,7 +152,9 @@ impl Registry {
         body: BodyStream,
         location: &str,
     ) -> Result<UploadStatus> {
-        let r = self.append_upload_inner(repo, id, chunk, body, location).await;
+        let r = self
+            .append_upload_inner(SessionAt { repo, id, location }, chunk, body)
+            .await;
         self.track_session(repo, id, r, false).await
     }
 
@@ -159,7 +169,9 @@ impl Registry {
         body: BodyStream,
         location: &str,
     ) -> Result<BlobInfo> {
-        let r = self.finish_upload_inner(repo, id, digest, chunk, body, location).await;
+        let r = self
+            .finish_upload_inner(SessionAt { repo, id, location }, digest, chunk, body)
+            .await;
         self.track_session(repo, id, r, true).await
     }
 
@@ -212,18 +224,11 @@ impl Registry {
 
     /// Append a chunk (PATCH). A chunk that does not start at the current offset is refused
     /// with 416; one whose length disagrees with its `Content-Range` is rolled back.
-    async fn append_upload_inner(
-        &self,
-        repo: &RepoName,
-        id: &UploadId,
-        chunk: ChunkInfo,
-        body: BodyStream,
-        location: &str,
-    ) -> Result<UploadStatus> {
-        let _guard = self.lock_session(repo, id).await?;
+    async fn append_upload_inner(&self, at: SessionAt<'_>, chunk: ChunkInfo, body: BodyStream) -> Result<UploadStatus> {
+        let _guard = self.lock_session(at.repo, at.id).await?;
         match self.upload_backend() {
-            Backend::Appended => self.append_chunk(repo, id, chunk, body, location).await,
-            Backend::Resumable => self.mp_append(repo, id, chunk, body, location).await,
+            Backend::Appended => self.append_chunk(at, chunk, body).await,
+            Backend::Resumable => self.mp_append(at, chunk, body).await,
         }
     }
 
@@ -231,18 +236,19 @@ impl Registry {
     /// session is discarded and nothing is stored.
     async fn finish_upload_inner(
         &self,
-        repo: &RepoName,
-        id: &UploadId,
+        at: SessionAt<'_>,
         digest: &Digest,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<BlobInfo> {
-        let _guard = self.lock_session(repo, id).await?;
+        let _guard = self.lock_session(at.repo, at.id).await?;
         self.check_gc_lock().await?;
         match self.upload_backend() {
-            Backend::Appended => self.append_finish(repo, id, digest, chunk, body, location).await,
-            Backend::Resumable => self.mp_finish(repo, Some((id, location)), digest, chunk, body).await,
+            Backend::Appended => self.append_finish(at, digest, chunk, body).await,
+            Backend::Resumable => {
+                self.mp_finish(at.repo, Some((at.id, at.location)), digest, chunk, body)
+                    .await
+            }
         }
     }
 

@@ -29,7 +29,7 @@ use super::super::blobs::BlobInfo;
 use super::super::digest::{Algorithm, Digest, Hasher};
 use super::super::names::{RepoName, UploadId};
 use super::super::{BodyStream, Registry, paths};
-use super::{ChunkInfo, UploadStatus, body, session_key};
+use super::{ChunkInfo, SessionAt, UploadStatus, body, session_key};
 use crate::error::{Error, Result};
 use crate::storage::DriverError;
 
@@ -86,13 +86,12 @@ impl Registry {
     /// PATCH: append the chunk to the data file; its flush lags one request behind.
     pub(super) async fn append_chunk(
         &self,
-        repo: &RepoName,
-        id: &UploadId,
+        at: SessionAt<'_>,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<UploadStatus> {
-        let session = self.resume_session(repo, id, chunk, location).await?;
+        let SessionAt { repo, id, location } = at;
+        let session = self.resume_session(at, chunk).await?;
         let session = self
             .write_body(repo, id, session, body, chunk, Some(location), Durability::Lagged)
             .await?;
@@ -102,13 +101,8 @@ impl Registry {
     }
 
     /// The session's state, checked against where `chunk` says it starts (416 otherwise).
-    async fn resume_session(
-        &self,
-        repo: &RepoName,
-        id: &UploadId,
-        chunk: ChunkInfo,
-        location: &str,
-    ) -> Result<Session> {
+    async fn resume_session(&self, at: SessionAt<'_>, chunk: ChunkInfo) -> Result<Session> {
+        let SessionAt { repo, id, location } = at;
         let session = self.current_session(repo, id).await?;
         if let Err(e) = chunk.check(session.size, id, location) {
             self.keep_warm(repo, id, session);
@@ -158,14 +152,13 @@ impl Registry {
     /// Closing PUT: append the last chunk (flushed before the answer), then complete.
     pub(super) async fn append_finish(
         &self,
-        repo: &RepoName,
-        id: &UploadId,
+        at: SessionAt<'_>,
         digest: &Digest,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<BlobInfo> {
-        let session = self.resume_session(repo, id, chunk, location).await?;
+        let SessionAt { repo, id, location } = at;
+        let session = self.resume_session(at, chunk).await?;
         // The session ends here, so its hash state need not be checkpointed.
         let session = self
             .write_body(repo, id, session, body, chunk, Some(location), Durability::Final)
