@@ -1,12 +1,13 @@
 //! Wharf: a container image registry speaking the OCI Distribution Specification v1.1.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! `cli`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
+//! `cli`/`commands`/`server` → `http` (wire: routes, headers, handlers) → `registry` (domain: the only
 //! code that knows the storage layout) → `storage` (the driver trait and its implementations).
 
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod hooks;

@@ -17,56 +17,56 @@ use crate::config::Config;
 use crate::http::{self, App};
 use crate::registry::{Options, Registry};
 use crate::storage::Driver;
+use crate::storage::fence::{Fence, FenceError, FenceRole};
 use crate::storage::fs::FsDriver;
 use crate::storage::s3::S3Driver;
 use crate::tls::Tls;
 
-/// The configured storage: the filesystem (the default), or S3 when `storage.s3.bucket` is set.
-pub enum Store {
-    Fs(FsDriver),
-    S3(S3Driver),
-}
-
-impl Store {
-    pub fn driver(&self) -> Arc<dyn Driver> {
-        match self {
-            Store::Fs(d) => Arc::new(d.clone()),
-            Store::S3(d) => Arc::new(d.clone()),
-        }
-    }
-
-    /// Where the data is, for logs and messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Store::Fs(d) => d.root().display().to_string(),
-            Store::S3(d) => d.describe(),
-        }
-    }
-}
-
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// The configured storage driver: the filesystem (the default), or S3 when `storage.s3.bucket`
+/// is set. What differs between them is the driver's business (`Driver::capabilities`, its fence).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Driver>> {
     if config.storage.s3.enabled() {
         let s3 = S3Driver::new(&config.storage.s3).context("cannot configure storage.s3")?;
-        return Ok(Store::S3(s3));
+        return Ok(Arc::new(s3));
     }
     let fs = &config.storage.filesystem;
     let d = FsDriver::new(&fs.rootdirectory, fs.fsync)
         .with_context(|| format!("cannot use storage directory {}", fs.rootdirectory.display()))?;
-    Ok(Store::Fs(d))
+    Ok(Arc::new(d))
 }
 
-pub fn registry_for(config: &Config, store: &Store) -> Registry {
+pub fn registry_for(config: &Config, driver: Arc<dyn Driver>) -> Registry {
+    let redirect = driver.capabilities().redirect && !config.storage.redirect.disable;
     Registry::new(
-        store.driver(),
+        driver,
         Options {
             delete_enabled: config.storage.delete.enabled,
-            // Several replicas share an object store and hold no local lock, so writes check
-            // for a running garbage collection's lock object instead (registry::gc).
-            gc_lock_object: matches!(store, Store::S3(_)),
-            redirect: matches!(store, Store::S3(_)) && !config.storage.redirect.disable,
+            redirect,
         },
     )
     .with_upload_limits(config.uploads.maxperrepository, config.uploads.maxperclient)
+}
+
+/// A server that writes holds the storage's fence against garbage collection for as long as it
+/// runs (`storage::fence`); a read-only one takes none. A store on a read-only filesystem can
+/// still serve every pull, so it is then served read-only.
+async fn writer_fence(registry: &Registry, config: &mut Config) -> anyhow::Result<Option<Fence>> {
+    if config.storage.maintenance.readonly.enabled {
+        return Ok(None);
+    }
+    match registry.fence(FenceRole::Writer).await {
+        Ok(fence) => Ok(Some(fence)),
+        Err(FenceError::Driver(e)) if e.is_read_only() => {
+            tracing::warn!(
+                storage = %registry.driver().describe(),
+                "the storage is on a read-only filesystem: serving pulls only, as with storage.maintenance.readonly.enabled = true"
+            );
+            config.storage.maintenance.readonly.enabled = true;
+            Ok(None)
+        }
+        Err(FenceError::Held(message)) => Err(anyhow::anyhow!(message)),
+        Err(FenceError::Driver(e)) => Err(anyhow::Error::new(e).context("cannot take the storage lock")),
+    }
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.
@@ -75,36 +75,9 @@ pub async fn serve(
     mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
-    // A store on a read-only filesystem can still serve every pull: serve it read-only.
-    if let Store::Fs(driver) = &store
-        && !config.storage.maintenance.readonly.enabled
-        && matches!(driver.try_lock(false), Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
-    {
-        tracing::warn!(
-            storage = %driver.root().display(),
-            "the storage is on a read-only filesystem: serving pulls only, as with storage.maintenance.readonly.enabled = true"
-        );
-        config.storage.maintenance.readonly.enabled = true;
-    }
+    let registry = Arc::new(registry_for(&config, open_store(&config)?));
+    let _fence = writer_fence(&registry, &mut config).await?;
     let readonly = config.storage.maintenance.readonly.enabled;
-    // On the filesystem a server that writes holds the store's lock shared, so garbage collection
-    // (which takes it exclusively) cannot run beside it. A read-only server takes no lock, and
-    // neither do replicas on S3, which check GC's lock object before each write instead.
-    let _lock = if readonly {
-        None
-    } else if let Store::Fs(driver) = &store {
-        let lock = driver.try_lock(false).context("cannot take the storage lock")?;
-        Some(lock.ok_or_else(|| {
-            anyhow::anyhow!(
-                "garbage collection is running on {} (it holds wharf.lock); wait for it, or start with \
-                 storage.maintenance.readonly.enabled = true",
-                driver.root().display()
-            )
-        })?)
-    } else {
-        None
-    };
     let auth = Auth::from_config(&config.auth)
         .map_err(anyhow::Error::msg)?
         .with_host(config.http.base_url().ok().flatten().as_deref());
@@ -112,7 +85,6 @@ pub async fn serve(
         Some(t) if !t.certificate.is_empty() => Some(Arc::new(Tls::load(t).map_err(anyhow::Error::msg)?)),
         _ => None,
     };
-    let registry = Arc::new(registry_for(&config, &store));
     let proxy = crate::proxy::Proxy::from_config(&config.proxy, readonly, registry.clone())
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
@@ -131,7 +103,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %addr,
-        storage = %store.describe(),
+        storage = %app.registry.driver().describe(),
         delete_enabled = config.storage.delete.enabled,
         readonly,
         auth = app.auth.describe(),

@@ -63,7 +63,7 @@ impl Registry {
         if !self.repo_exists(repo).await? {
             return Err(Error::NameUnknown(repo.to_string()));
         }
-        if self.driver.multipart().is_some() {
+        if self.driver.capabilities().object_store {
             // Object stores have no directory times to validate an index with: list every time.
             let tags = self
                 .all_tags(repo)
@@ -127,7 +127,7 @@ impl Registry {
     ) -> Result<Page> {
         // One name more than the page needs says whether more remain.
         let want = n.map(|n| n.saturating_add(1));
-        let mut repos = if self.driver.multipart().is_none()
+        let mut repos = if !self.driver.capabilities().object_store
             && let Some(names) = self.catalog_names().await?
         {
             index_page(&names, last, want, keep)
@@ -192,7 +192,7 @@ impl Registry {
     /// Filesystem: whether a manifest PUT into `repo` may be creating the repository (or one is
     /// being created by a concurrent PUT that has not written its token yet). One stat.
     pub(super) async fn catalog_may_grow(&self, repo: &RepoName) -> bool {
-        if self.driver.multipart().is_some() {
+        if self.driver.capabilities().object_store {
             return false;
         }
         match self.driver.stat(&paths::manifests_dir(repo)).await {
@@ -320,7 +320,6 @@ mod tests {
         let driver = Arc::new(FsDriver::new(tmp.path(), false).unwrap());
         let opts = super::super::Options {
             delete_enabled: false,
-            gc_lock_object: false,
             redirect: false,
         };
         (tmp, Registry::new(driver, opts))

@@ -36,9 +36,6 @@ pub type BodyStream = BoxStream<'static, std::result::Result<Bytes, std::io::Err
 pub struct Options {
     /// `storage.delete.enabled`: whether DELETE of blobs and manifests is allowed.
     pub delete_enabled: bool,
-    /// Writes first check that no garbage collection holds the store's lock object (object
-    /// stores shared by replicas, where no process-level lock exists).
-    pub gc_lock_object: bool,
     /// Blob GETs answer with a redirect to a presigned URL when the driver has one.
     pub redirect: bool,
 }

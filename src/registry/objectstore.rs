@@ -1,15 +1,14 @@
-//! Upload sessions on object stores (drivers with [`Multipart`]), where data cannot be appended
-//! in place. Any replica can take any request of a session, because everything lives in the store:
+//! Upload sessions on object stores (drivers whose capabilities name a resumable writer), where
+//! data cannot be appended in place. Any replica can take any request of a session, because
+//! everything lives in the store:
 //!
-//! - `_uploads/<id>/state.json`: size, the serialized hash state, the part size, the multipart
-//!   upload's id and the ETags of the whole parts uploaded so far, and the name of the tail object.
-//!   Each request ends by rewriting it with `If-Match: <etag it read>`, so of two requests racing on
-//!   one session only one commits; the other gets `BLOB_UPLOAD_INVALID` and changes nothing.
-//! - parts are cut at fixed offsets (`k * part_size`), so part `k` always holds the same bytes of
-//!   the blob, whichever request sent them. Only whole parts are uploaded before the end; the bytes
-//!   past the last whole part (under one part size, so a small PATCH never needs a 5 MiB part) are
-//!   kept in `_uploads/<id>/tail-<uuid>`, a new object per request, and are prepended to the next
-//!   request's bytes. At most one part (plus the parts in flight) is ever buffered in memory.
+//! - `_uploads/<id>/state.json`: size and the serialized hash state (this module's), and the
+//!   resumable writer's state (`storage::resumable::WriterState`: part size, the multipart
+//!   upload's id, the ETags of the whole parts so far, the name of the tail object). Each request
+//!   ends by rewriting it with `If-Match: <etag it read>`, so of two requests racing on one
+//!   session only one commits; the other gets `BLOB_UPLOAD_INVALID` and changes nothing.
+//! - the part pipeline, fixed-offset cutting and tail objects (`_uploads/<id>/tail-<uuid>`)
+//!   are the writer's, under `storage/`.
 //! - bytes are hashed as they stream through; the digest is checked before anything is written at
 //!   the blob's content address. A blob under one part size is written there with a single PUT. A
 //!   larger one whose digest is known before its first part (`POST ?digest=`, or a `PUT ?digest=`
@@ -19,25 +18,18 @@
 //! - a request that fails or is cut short during the closing PUT leaves the session as the last
 //!   PATCH committed it, so the client can retry the PUT.
 
-use std::collections::VecDeque;
-
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
 use super::blobs::BlobInfo;
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, UploadId};
-use super::uploads::{ChunkInfo, UploadStatus};
+use super::uploads::body::{self, Pumped, Sink};
+use super::uploads::{ChunkInfo, SessionAt, UploadStatus};
 use super::{BodyStream, Registry, paths};
 use crate::error::{Error, Result};
-use crate::storage::{Driver, DriverError, Precondition, StoragePath, Version};
-
-/// Part uploads in flight while the next part is received.
-const PARTS_IN_FLIGHT: usize = 2;
-/// Hash in batches of this many bytes on a blocking thread.
-const HASH_BATCH: usize = 1 << 20;
+use crate::storage::resumable::{ResumableWriter, WriterState};
+use crate::storage::{DriverError, Precondition, StoragePath, Version};
 
 /// What `_uploads/<id>/state.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,28 +38,18 @@ pub(crate) struct SessionState {
     pub size: u64,
     /// Serialized hasher state after `size` bytes, hex.
     pub hashstate: String,
-    pub part_size: u64,
-    /// The multipart upload at `_uploads/<id>/data`, once a whole part was sent.
-    #[serde(default)]
-    pub multipart: Option<String>,
-    /// ETags of parts 0.. (each exactly `part_size` bytes).
-    #[serde(default)]
-    pub parts: Vec<String>,
-    /// Name of the tail object holding bytes `parts.len() * part_size .. size`.
-    #[serde(default)]
-    pub tail: Option<String>,
+    /// Where the bytes are (the same JSON fields as before the writer moved to `storage/`).
+    #[serde(flatten)]
+    pub writer: WriterState,
 }
 
 impl SessionState {
-    fn fresh(alg: Algorithm, part_size: usize) -> Self {
+    fn fresh(alg: Algorithm, writer: WriterState) -> Self {
         SessionState {
             alg: alg.as_str().to_owned(),
             size: 0,
             hashstate: hex::encode(Hasher::new(alg).serialize()),
-            part_size: part_size as u64,
-            multipart: None,
-            parts: Vec::new(),
-            tail: None,
+            writer,
         }
     }
 
@@ -82,36 +64,35 @@ impl SessionState {
             .and_then(|b| Hasher::deserialize(alg, &b))
             .ok_or_else(|| Error::Internal("unreadable hash state in an upload session".into()))
     }
+
+    fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("state serializes"))
+    }
 }
 
-/// Where the multipart upload of one request lives, and the parts sent so far.
-struct Parts {
-    key: StoragePath,
-    id: Option<String>,
-    etags: Vec<String>,
-    in_flight: VecDeque<JoinHandle<std::result::Result<String, DriverError>>>,
+/// The resumable writer as the body loop's sink: a part upload's failure stops the loop.
+struct Parts<'a> {
+    writer: &'a mut ResumableWriter,
+    failed: Option<DriverError>,
 }
 
-/// The outcome of streaming one request body.
-struct Streamed {
-    hasher: Hasher,
-    /// Bytes past the last whole part (tail of earlier requests included).
-    rest: Vec<Bytes>,
-    rest_len: usize,
-    received: u64,
-    interrupted: Option<String>,
+impl Sink for Parts<'_> {
+    async fn accept(&mut self, chunk: Bytes) -> bool {
+        match self.writer.write(chunk).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
 }
 
 impl Registry {
-    fn mp_part_size(&self) -> usize {
-        self.driver.multipart().map_or(10 << 20, |m| m.part_size())
-    }
-
     pub(crate) async fn mp_start(&self, repo: &RepoName, id: &UploadId, alg: Algorithm) -> Result<()> {
-        let state = SessionState::fresh(alg, self.mp_part_size());
-        let json = Bytes::from(serde_json::to_vec(&state).expect("state serializes"));
+        let state = SessionState::fresh(alg, WriterState::fresh(self.driver.as_ref()));
         self.driver
-            .put_if(&paths::upload_state(repo, id), json, Precondition::Absent)
+            .put_if(&paths::upload_state(repo, id), state.to_json(), Precondition::Absent)
             .await?;
         Ok(())
     }
@@ -139,131 +120,90 @@ impl Registry {
     /// Abort the session's multipart upload (if any) and delete its objects.
     pub(crate) async fn mp_discard(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         if let Ok((s, _)) = self.mp_load(repo, id).await
-            && let (Some(mp_id), Some(mp)) = (&s.multipart, self.driver.multipart())
-            && let Err(e) = mp.abort(&paths::upload_data(repo, id), mp_id).await
+            && let Err(e) = s
+                .writer
+                .abort(self.driver.as_ref(), &paths::upload_data(repo, id))
+                .await
         {
             tracing::warn!(upload = %id, "could not abort the multipart upload: {e}");
         }
         Ok(self.driver.delete(&paths::upload_dir(repo, id)).await?)
     }
 
-    async fn mp_tail(&self, repo: &RepoName, id: &UploadId, s: &SessionState) -> Result<Vec<Bytes>> {
-        let Some(name) = &s.tail else { return Ok(Vec::new()) };
-        let b = self.driver.get_content(&paths::upload_tail(repo, id, name)).await?;
-        let expected = s.size - s.parts.len() as u64 * s.part_size;
-        if b.len() as u64 != expected {
-            return Err(Error::Internal(format!(
-                "upload {id}: tail object has {} bytes, the state says {expected}",
-                b.len()
-            )));
-        }
-        Ok(vec![b])
-    }
-
-    /// PATCH on an object store.
+    /// PATCH on an object store: stream the chunk into the session's writer, then commit the
+    /// state naming its new parts and tail (conditionally). Whatever fails is abandoned.
     pub(crate) async fn mp_append(
         &self,
-        repo: &RepoName,
-        id: &UploadId,
+        at: SessionAt<'_>,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<UploadStatus> {
+        let SessionAt { repo, id, location } = at;
         let (state, version) = self.mp_load(repo, id).await?;
         chunk.check(state.size, id, location)?;
-        let tail = self.mp_tail(repo, id, &state).await?;
-        let mut parts = Parts {
-            key: paths::upload_data(repo, id),
-            id: state.multipart.clone(),
-            etags: state.parts.clone(),
-            in_flight: VecDeque::new(),
-        };
-        let streamed = self.mp_stream(&state, tail, body, &mut parts).await;
-        let flushed = self.mp_flush(&mut parts).await;
-        // A multipart upload this request created and did not commit to the state is aborted,
-        // so failed or losing requests leave no incomplete upload behind.
-        let abandon = |parts: &Parts| {
-            let id = if state.multipart.is_none() {
-                parts.id.clone()
-            } else {
-                None
-            };
-            let key = parts.key.clone();
-            async move {
-                if let (Some(id), Some(mp)) = (id, self.driver.multipart()) {
-                    let _ = mp.abort(&key, &id).await;
+        let tails = |name: &str| paths::upload_tail(repo, id, name);
+        let data = paths::upload_data(repo, id);
+        let mut writer = ResumableWriter::resume(self.driver.clone(), data, &state.writer, state.size, &tails).await?;
+        let streamed = self
+            .mp_pump(&state, &mut writer, body)
+            .await
+            .and_then(|p| match chunk.len {
+                Some(len) if p.interrupted.is_none() && len != p.received => {
+                    Err(chunk.length_mismatch(state.size, id, location, p.received))
                 }
-            }
+                _ => Ok(p),
+            });
+        let committed = match streamed {
+            Ok(p) => self.mp_commit(repo, id, &state, version, &mut writer, p).await,
+            Err(e) => Err(e),
         };
-        let streamed = match (streamed, flushed) {
-            (Ok(s), Ok(())) => s,
-            (Err(e), _) | (_, Err(e)) => {
-                abandon(&parts).await;
+        let (size, interrupted) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                writer.abandon(&tails).await;
                 return Err(e);
             }
         };
-        if streamed.interrupted.is_none()
-            && let Some(len) = chunk.len
-            && len != streamed.received
-        {
-            abandon(&parts).await;
-            return Err(chunk.length_mismatch(state.size, id, location, streamed.received));
+        writer.committed(&state.writer, &tails).await;
+        if let Some(why) = interrupted {
+            tracing::warn!(upload = %id, kept = size, "upload body interrupted: {why}");
+            return Err(body::interrupted(&why));
         }
-        // Commit: a new tail object, then the state naming it (conditionally), then drop the old tail.
-        let new_tail = if streamed.rest_len > 0 {
-            let name = uuid::Uuid::new_v4().simple().to_string();
-            self.driver
-                .put_content(&paths::upload_tail(repo, id, &name), concat(&streamed.rest))
-                .await?;
-            Some(name)
-        } else {
-            None
-        };
+        Ok(UploadStatus { id: id.clone(), size })
+    }
+
+    /// Suspend the writer and write the state naming its parts and tail, if the state is still
+    /// the version this request read. The session's new size, and why its body was cut short.
+    async fn mp_commit(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        state: &SessionState,
+        version: Option<Version>,
+        writer: &mut ResumableWriter,
+        streamed: Pumped,
+    ) -> Result<(u64, Option<String>)> {
+        let tails = |name: &str| paths::upload_tail(repo, id, name);
         let next = SessionState {
             alg: state.alg.clone(),
             size: state.size + streamed.received,
             hashstate: hex::encode(streamed.hasher.serialize()),
-            part_size: state.part_size,
-            multipart: parts.id.clone(),
-            parts: parts.etags.clone(),
-            tail: new_tail.clone(),
+            writer: writer.suspend(&tails).await?,
         };
-        let json = Bytes::from(serde_json::to_vec(&next).expect("state serializes"));
+        let at = paths::upload_state(repo, id);
         let committed = match version {
             Some(v) => self
                 .driver
-                .put_if(&paths::upload_state(repo, id), json, Precondition::Matches(v))
+                .put_if(&at, next.to_json(), Precondition::Matches(v))
                 .await
                 .map(|_| ()),
-            None => self.driver.put_content(&paths::upload_state(repo, id), json).await,
+            None => self.driver.put_content(&at, next.to_json()).await,
         };
-        if let Err(e) = committed {
-            if let Some(name) = &new_tail {
-                let _ = self.driver.delete(&paths::upload_tail(repo, id, name)).await;
-            }
-            abandon(&parts).await;
-            return Err(match e {
-                DriverError::Conflict(_) => Error::BlobUploadInvalid(
-                    "another request changed this upload at the same time; ask for its status and resume".into(),
-                ),
-                e => e.into(),
-            });
+        match committed {
+            Ok(()) => Ok((next.size, streamed.interrupted)),
+            Err(DriverError::Conflict(_)) => Err(body::lost_race()),
+            Err(e) => Err(e.into()),
         }
-        if let Some(old) = &state.tail
-            && new_tail.as_ref() != Some(old)
-        {
-            let _ = self.driver.delete(&paths::upload_tail(repo, id, old)).await;
-        }
-        if let Some(why) = streamed.interrupted {
-            tracing::warn!(upload = %id, kept = next.size, "upload body interrupted: {why}");
-            return Err(Error::BlobUploadInvalid(format!(
-                "the request body was interrupted: {why}"
-            )));
-        }
-        Ok(UploadStatus {
-            id: id.clone(),
-            size: next.size,
-        })
     }
 
     /// Closing PUT on an object store (with `session` = None: a monolithic `POST ?digest=`).
@@ -275,116 +215,78 @@ impl Registry {
         chunk: ChunkInfo,
         body: BodyStream,
     ) -> Result<BlobInfo> {
-        let (state, tail) = match session {
+        let cas = paths::blob_data(digest);
+        let (state, mut writer) = match session {
             Some((id, location)) => {
                 let (state, _) = self.mp_load(repo, id).await?;
                 chunk.check(state.size, id, location)?;
-                let tail = self.mp_tail(repo, id, &state).await?;
-                (state, tail)
+                // Without earlier parts, and hashing with the digest's algorithm, the bytes can
+                // go straight to the content address: the multipart upload there is completed
+                // only if the digest matches.
+                let direct = !state.writer.has_parts() && state.algorithm()? == digest.algorithm();
+                let key = if direct {
+                    cas.clone()
+                } else {
+                    paths::upload_data(repo, id)
+                };
+                let tails = |name: &str| paths::upload_tail(repo, id, name);
+                let writer =
+                    ResumableWriter::resume(self.driver.clone(), key, &state.writer, state.size, &tails).await?;
+                (state, writer)
             }
-            None => (SessionState::fresh(digest.algorithm(), self.mp_part_size()), Vec::new()),
-        };
-        let same_alg = state.algorithm()? == digest.algorithm();
-        let cas = paths::blob_data(digest);
-        // Without earlier parts, and hashing with the digest's algorithm, the bytes can go straight
-        // to the content address: the multipart upload there is completed only if the digest matches.
-        let staging = session.map(|(id, _)| paths::upload_data(repo, id));
-        let direct = state.multipart.is_none() && same_alg;
-        let mut parts = Parts {
-            key: if direct {
-                cas.clone()
-            } else {
-                staging.clone().expect("a session")
-            },
-            id: state.multipart.clone(),
-            etags: state.parts.clone(),
-            in_flight: VecDeque::new(),
-        };
-        let created_here = state.multipart.is_none();
-        let streamed = self.mp_stream(&state, tail, body, &mut parts).await;
-        let flushed = self.mp_flush(&mut parts).await;
-        let fail = |parts: &Parts| {
-            let (key, id) = (parts.key.clone(), parts.id.clone());
-            async move {
-                if created_here && let (Some(id), Some(mp)) = (id, self.driver.multipart()) {
-                    let _ = mp.abort(&key, &id).await;
-                }
+            None => {
+                let state = SessionState::fresh(digest.algorithm(), WriterState::fresh(self.driver.as_ref()));
+                let writer = ResumableWriter::create(self.driver.clone(), cas.clone(), &state.writer);
+                (state, writer)
             }
         };
-        let streamed = match (streamed, flushed) {
-            (Ok(s), Ok(())) => s,
-            (Err(e), _) | (_, Err(e)) => {
-                fail(&parts).await;
+        let streamed = match self.mp_pump(&state, &mut writer, body).await {
+            Ok(p) => p,
+            Err(e) => {
+                writer.abort_created().await;
                 return Err(e);
             }
         };
-        if let Some(why) = &streamed.interrupted {
-            fail(&parts).await;
-            return Err(Error::BlobUploadInvalid(format!(
-                "the request body was interrupted: {why}; the upload is as the last PATCH left it"
-            )));
-        }
-        if let Some(len) = chunk.len
-            && len != streamed.received
-        {
-            fail(&parts).await;
-            return Err(match session {
-                Some((id, location)) => chunk.length_mismatch(state.size, id, location, streamed.received),
-                // A one-request upload has no session to resume.
-                None => Error::SizeInvalid(format!(
-                    "the request announced {len} bytes but the body had {}",
-                    streamed.received
-                )),
-            });
+        if let Err(e) = closing_body(&state, session, chunk, &streamed) {
+            writer.abort_created().await;
+            return Err(e);
         }
         let size = state.size + streamed.received;
-        let mp = self.driver.multipart().expect("object store");
-
-        // Assemble: the whole blob in one PUT, or the last part and CompleteMultipartUpload.
-        let assembled_at = parts.key.clone();
-        let assemble = async {
-            if parts.id.is_none() {
-                self.driver.put_content(&assembled_at, concat(&streamed.rest)).await
-            } else {
-                let id = parts.id.clone().expect("multipart");
-                let mut etags = parts.etags.clone();
-                if streamed.rest_len > 0 {
-                    etags.push(
-                        mp.put_part(&assembled_at, &id, etags.len(), streamed.rest.clone())
-                            .await?,
-                    );
-                }
-                mp.complete(&assembled_at, &id, etags).await
-            }
-        };
-        let computed = if same_alg {
+        let computed = if state.algorithm()? == digest.algorithm() {
             let computed = streamed.hasher.finalize();
-            if &computed != digest {
-                fail(&parts).await;
-                if let Some((id, _)) = session {
-                    self.mp_discard(repo, id).await?;
-                }
-                return Err(digest_mismatch(&computed, digest));
+            if let Err(e) = body::check_digest(&computed, digest) {
+                writer.abort_created().await;
+                return Err(self.mp_discarded(repo, session, e).await);
             }
-            assemble.await?;
+            writer.finish().await?;
             computed
         } else {
             // The session hashed with another algorithm: assemble, then hash the result once.
-            assemble.await?;
-            self.hash_range(&assembled_at, Hasher::new(digest.algorithm()), 0, size)
+            writer.finish().await?;
+            self.hash_range(writer.key(), Hasher::new(digest.algorithm()), 0, size)
                 .await?
                 .finalize()
         };
-        if &computed != digest {
-            if let Some((id, _)) = session {
-                self.mp_discard(repo, id).await?;
-            }
-            return Err(digest_mismatch(&computed, digest));
+        if let Err(e) = body::check_digest(&computed, digest) {
+            return Err(self.mp_discarded(repo, session, e).await);
         }
-        if assembled_at != cas {
+        self.mp_link(repo, session, digest, &writer, &cas, size).await
+    }
+
+    /// Put the assembled blob at its content address and link it into `repo`.
+    async fn mp_link(
+        &self,
+        repo: &RepoName,
+        session: Option<(&UploadId, &str)>,
+        digest: &Digest,
+        writer: &ResumableWriter,
+        cas: &StoragePath,
+        size: u64,
+    ) -> Result<BlobInfo> {
+        if writer.key() != cas {
             // Always written (never skipped as a duplicate), so the blob's modification time is
             // fresh and a garbage collection running now does not sweep it.
-            mp.copy(&assembled_at, &cas, size).await?;
+            writer.copy_to(cas, size).await?;
         }
         self.write_link(&paths::layer_link(repo, digest), digest).await?;
         if let Some((id, _)) = session {
@@ -396,175 +298,42 @@ impl Registry {
         })
     }
 
-    /// Stream a body: hash it, cut whole parts off the front and upload them (creating the
-    /// multipart upload at `parts.key` before the first), keep the rest.
-    async fn mp_stream(
-        &self,
-        state: &SessionState,
-        tail: Vec<Bytes>,
-        mut body: BodyStream,
-        parts: &mut Parts,
-    ) -> Result<Streamed> {
-        let part_size = state.part_size as usize;
-        let mut hasher = state.hasher()?;
-        let mut rest: VecDeque<Bytes> = tail.into();
-        let mut rest_len: usize = rest.iter().map(|b| b.len()).sum();
-        let mut unhashed: Vec<Bytes> = Vec::new();
-        let mut unhashed_len = 0usize;
-        let mut received = 0u64;
-        let mut interrupted = None;
-        loop {
-            let frame = match tokio::time::timeout(crate::hooks::body_idle_timeout(), body.next()).await {
-                Ok(Some(Ok(f))) => f,
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    interrupted = Some(e.to_string());
-                    break;
-                }
-                Err(_) => {
-                    interrupted = Some("no body bytes received for 60 s".into());
-                    break;
-                }
-            };
-            if frame.is_empty() {
-                continue;
-            }
-            received += frame.len() as u64;
-            unhashed_len += frame.len();
-            unhashed.push(frame.clone());
-            rest_len += frame.len();
-            rest.push_back(frame);
-            if unhashed_len >= HASH_BATCH {
-                hasher = hash_batch(hasher, std::mem::take(&mut unhashed)).await?;
-                unhashed_len = 0;
-            }
-            while rest_len >= part_size {
-                let part = cut(&mut rest, part_size);
-                rest_len -= part_size;
-                self.mp_send(parts, part).await?;
-            }
+    /// Discard the session (if any) after `e`, and answer `e`.
+    async fn mp_discarded(&self, repo: &RepoName, session: Option<(&UploadId, &str)>, e: Error) -> Error {
+        if let Some((id, _)) = session
+            && let Err(discard) = self.mp_discard(repo, id).await
+        {
+            return discard;
         }
-        let hasher = hash_batch(hasher, unhashed).await?;
-        Ok(Streamed {
-            hasher,
-            rest: rest.into(),
-            rest_len,
-            received,
-            interrupted,
-        })
+        e
     }
 
-    /// Queue one whole part; wait for the oldest when too many are in flight.
-    async fn mp_send(&self, parts: &mut Parts, data: Vec<Bytes>) -> Result<()> {
-        let mp = self.driver.multipart().expect("object store");
-        let id = match &parts.id {
-            Some(id) => id.clone(),
-            None => {
-                let id = mp.create(&parts.key).await?;
-                parts.id = Some(id.clone());
-                id
-            }
-        };
-        while parts.in_flight.len() >= PARTS_IN_FLIGHT {
-            let h = parts.in_flight.pop_front().expect("non-empty");
-            parts.etags.push(join(h).await?);
+    /// Stream a body into `writer` through the shared body loop, then wait for its parts.
+    async fn mp_pump(&self, state: &SessionState, writer: &mut ResumableWriter, body: BodyStream) -> Result<Pumped> {
+        let hasher = state.hasher()?;
+        let mut parts = Parts { writer, failed: None };
+        let pumped = body::pump(body, hasher, crate::hooks::body_idle_timeout(), &mut parts).await;
+        let failed = parts.failed.take();
+        let flushed = parts.writer.flush().await;
+        if let Some(e) = failed {
+            return Err(e.into());
         }
-        let idx = parts.etags.len() + parts.in_flight.len();
-        let driver: std::sync::Arc<dyn Driver> = self.driver.clone();
-        let key = parts.key.clone();
-        parts.in_flight.push_back(tokio::spawn(async move {
-            driver
-                .multipart()
-                .expect("object store")
-                .put_part(&key, &id, idx, data)
-                .await
-        }));
-        Ok(())
-    }
-
-    async fn mp_flush(&self, parts: &mut Parts) -> Result<()> {
-        let mut first_err = None;
-        while let Some(h) = parts.in_flight.pop_front() {
-            match join(h).await {
-                Ok(etag) if first_err.is_none() => parts.etags.push(etag),
-                Ok(_) => {}
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        flushed?;
+        pumped
     }
 }
 
-async fn join(h: JoinHandle<std::result::Result<String, DriverError>>) -> Result<String> {
-    Ok(h.await.map_err(|e| Error::Internal(e.to_string()))??)
-}
-
-async fn hash_batch(mut hasher: Hasher, batch: Vec<Bytes>) -> Result<Hasher> {
-    if batch.is_empty() {
-        return Ok(hasher);
+/// The closing PUT's body must be whole and of the announced length.
+fn closing_body(state: &SessionState, session: Option<(&UploadId, &str)>, chunk: ChunkInfo, p: &Pumped) -> Result<()> {
+    if let Some(why) = &p.interrupted {
+        return Err(body::interrupted_close(why));
     }
-    tokio::task::spawn_blocking(move || {
-        for b in &batch {
-            hasher.update(b);
+    match (chunk.len, session) {
+        (Some(len), Some((id, location))) if len != p.received => {
+            Err(chunk.length_mismatch(state.size, id, location, p.received))
         }
-        hasher
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))
-}
-
-/// Take exactly `n` bytes off the front of `q` (which holds at least `n`).
-fn cut(q: &mut VecDeque<Bytes>, n: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut need = n;
-    while need > 0 {
-        let mut b = q.pop_front().expect("enough bytes queued");
-        if b.len() > need {
-            let head = b.split_to(need);
-            q.push_front(b);
-            out.push(head);
-            need = 0;
-        } else {
-            need -= b.len();
-            out.push(b);
-        }
-    }
-    out
-}
-
-fn concat(parts: &[Bytes]) -> Bytes {
-    match parts {
-        [] => Bytes::new(),
-        [one] => one.clone(),
-        many => {
-            let mut b = BytesMut::with_capacity(many.iter().map(|p| p.len()).sum());
-            for p in many {
-                b.extend_from_slice(p);
-            }
-            b.freeze()
-        }
-    }
-}
-
-fn digest_mismatch(computed: &Digest, digest: &Digest) -> Error {
-    Error::DigestInvalid(format!(
-        "the uploaded content has digest {computed}, not {digest}; the upload was discarded"
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cut_takes_exact_prefixes() {
-        let mut q: VecDeque<Bytes> = vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")].into();
-        let p = cut(&mut q, 4);
-        assert_eq!(concat(&p), Bytes::from_static(b"abcd"));
-        let p = cut(&mut q, 4);
-        assert_eq!(concat(&p), Bytes::from_static(b"efgh"));
-        assert!(q.is_empty());
+        // A one-request upload has no session to resume.
+        (Some(len), None) if len != p.received => Err(body::size_mismatch(len, p.received)),
+        _ => Ok(()),
     }
 }

@@ -12,7 +12,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+mod writer;
+
+use super::fence::{Fence, FenceError, FenceRole};
 use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
+use writer::FsWriter;
 
 /// Bytes mapped per window when streaming a blob (and the largest frame handed to hyper).
 const WINDOW: u64 = 2 << 20;
@@ -164,6 +168,18 @@ impl Inner {
 impl Driver for FsDriver {
     fn name(&self) -> &'static str {
         "filesystem"
+    }
+
+    fn describe(&self) -> String {
+        self.inner.root.display().to_string()
+    }
+
+    /// The flock on `<root>/wharf.lock`: shared for writers, exclusive for a collection.
+    async fn fence(&self, role: FenceRole, _lock: &StoragePath) -> Result<Fence, FenceError> {
+        let held = self
+            .try_lock(role != FenceRole::Writer)
+            .map_err(|e| DriverError::io(self.inner.root.join("wharf.lock").display(), e))?;
+        super::fence::flock(&self.describe(), role, held)
     }
 
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError> {
@@ -421,79 +437,4 @@ fn map_window(file: &File, window_start: u64, window_end: u64, pos: u64) -> io::
     let _ = map.advise(memmap2::Advice::Sequential);
     let bytes = Bytes::from_owner(map);
     Ok(bytes.slice((pos - window_start) as usize..))
-}
-
-/// With fsync on, writeback of an upload's data is started every this many bytes, so the disk
-/// works while the body is still arriving and the closing `fdatasync` has little left to flush.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-struct FsWriter {
-    file: File,
-    size: u64,
-    path: PathBuf,
-    fsync: bool,
-    /// Offset up to which writeback has been started.
-    flushed: u64,
-}
-
-impl FsWriter {
-    /// Start writeback of `[flushed, size)` without waiting for it (`sync_file_range(2)` with
-    /// `SYNC_FILE_RANGE_WRITE`), then wait for the step before it, so at most two steps of dirty
-    /// pages are in flight: the disk writes while the network and the hasher work, and memory
-    /// stays bounded. Durability still comes from `commit`'s `fdatasync`; this only moves work
-    /// earlier.
-    fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        let (from, len) = (self.flushed, self.size - self.flushed);
-        // SAFETY: plain syscalls on a file descriptor this writer owns; failures are ignored
-        // (the call is advisory and `commit` flushes everything anyway).
-        unsafe {
-            libc::sync_file_range(fd, from as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-            if from >= WRITEBACK_STEP {
-                libc::sync_file_range(
-                    fd,
-                    (from - WRITEBACK_STEP) as i64,
-                    WRITEBACK_STEP as i64,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
-        }
-        self.flushed = self.size;
-    }
-}
-
-impl BlobWriter for FsWriter {
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), DriverError> {
-        self.file
-            .write_all(buf)
-            .map_err(|e| DriverError::io(self.path.display(), e))?;
-        self.size += buf.len() as u64;
-        if self.fsync && self.size - self.flushed >= WRITEBACK_STEP {
-            self.start_writeback();
-        }
-        Ok(())
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn truncate(&mut self, len: u64) -> Result<(), DriverError> {
-        self.file
-            .set_len(len)
-            .map_err(|e| DriverError::io(self.path.display(), e))?;
-        self.size = len;
-        self.flushed = self.flushed.min(len);
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<(), DriverError> {
-        if self.fsync {
-            self.file
-                .sync_data()
-                .map_err(|e| DriverError::io(self.path.display(), e))?;
-        }
-        Ok(())
-    }
 }

@@ -3,11 +3,15 @@
 //! Everything above this module addresses storage through [`StoragePath`] values that only
 //! `registry::paths` builds from validated names, so no request can reach outside the root.
 //! Implementations: [`fs::FsDriver`] (the embedded default) and [`s3::S3Driver`] (S3-compatible
-//! object storage on `object_store`). Object stores cannot append or rename, so they also offer
-//! [`Multipart`] (resumable multipart uploads by id) and conditional writes ([`Precondition`]);
-//! the registry uses those for upload sessions when [`Driver::multipart`] is `Some`.
+//! object storage on `object_store`). A driver says what it can do in [`Capabilities`]: object
+//! stores cannot append or rename, so they offer conditional writes ([`Precondition`]) and
+//! [`Multipart`] (multipart uploads by id), on which [`resumable::ResumableWriter`] keeps upload
+//! data that any replica can continue. The fence between writers and garbage collection is a
+//! driver operation too ([`fence`]).
 
+pub mod fence;
 pub mod fs;
+pub mod resumable;
 pub mod s3;
 #[cfg(test)]
 mod testsuite;
@@ -83,6 +87,10 @@ impl DriverError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, DriverError::NotFound(_))
     }
+    /// The storage is on a read-only filesystem (a server can still serve pulls from it).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, DriverError::Io { source, .. } if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +113,21 @@ pub enum Precondition {
     Matches(Version),
 }
 
+/// What a driver can do, so the layers above ask for a capability instead of a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Keys in a flat namespace shared by replicas: no directories of their own (an emptied
+    /// prefix may still be listed for a while), no directory times, no process-level locks.
+    pub object_store: bool,
+    /// [`Driver::put_if`] is available.
+    pub conditional_writes: bool,
+    /// Upload data goes through a [`resumable::ResumableWriter`] (multipart uploads by id)
+    /// instead of [`Driver::append_writer`].
+    pub resumable_writer: bool,
+    /// [`Driver::redirect_url`] can hand clients a presigned URL.
+    pub redirect: bool,
+}
+
 /// A stream of body chunks read from storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -112,6 +135,14 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// Where the data is, for logs and messages (a directory, `s3://bucket/prefix`).
+    fn describe(&self) -> String {
+        self.name().to_owned()
+    }
+    /// What this driver can do; the filesystem's default is none of the object-store extras.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
     /// Read a small object whole (links, hash states, manifests).
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError>;
     /// Atomically replace a small object; durable when this returns.
@@ -149,7 +180,8 @@ pub trait Driver: Send + Sync + 'static {
 
     // ---- object-store capabilities (the filesystem driver has none of them)
 
-    /// Resumable multipart uploads; `None` when upload data is appended in place instead.
+    /// Multipart uploads by id; `None` when upload data is appended in place instead. Used
+    /// through [`resumable::ResumableWriter`], which is what the layers above see.
     fn multipart(&self) -> Option<&dyn Multipart> {
         None
     }
@@ -172,6 +204,26 @@ pub trait Driver: Send + Sync + 'static {
     /// A URL the client can GET the object from directly (presigned), when the driver has one.
     async fn redirect_url(&self, _p: &StoragePath) -> Result<Option<String>, DriverError> {
         Ok(None)
+    }
+
+    // ---- the fence between writers and garbage collection (see `fence`)
+
+    /// Take the fence as `role`. `lock` is the lock object's key, for drivers that fence with
+    /// one; a driver that needs no fence keeps this default (nothing held).
+    async fn fence(&self, _role: fence::FenceRole, _lock: &StoragePath) -> Result<fence::Fence, fence::FenceError> {
+        Ok(fence::Fence::default())
+    }
+    /// Whether a collection's fence is up where writers must check it before each write.
+    /// Drivers whose writers hold the fence instead (the filesystem) keep this default.
+    async fn fenced(&self, _lock: &StoragePath) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+    /// Take the fence down: delete its lock object, or drop its lock.
+    async fn release_fence(&self, fence: fence::Fence) -> Result<(), DriverError> {
+        match &fence.lock_object {
+            Some(lock) => self.delete(lock).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -24,7 +24,8 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
 };
 
-use super::{ByteStream, Driver, DriverError, FileInfo, Multipart, Precondition, StoragePath, Version};
+use super::fence::{self, Fence, FenceError, FenceRole};
+use super::{ByteStream, Capabilities, Driver, DriverError, FileInfo, Multipart, Precondition, StoragePath, Version};
 use crate::config::S3Config;
 
 /// How long a presigned redirect URL stays valid (Distribution uses 20 minutes).
@@ -152,6 +153,27 @@ fn to_io(e: object_store::Error) -> std::io::Error {
 impl Driver for S3Driver {
     fn name(&self) -> &'static str {
         "s3"
+    }
+
+    fn describe(&self) -> String {
+        S3Driver::describe(self)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            object_store: true,
+            conditional_writes: true,
+            resumable_writer: true,
+            redirect: true,
+        }
+    }
+
+    async fn fence(&self, role: FenceRole, lock: &StoragePath) -> Result<Fence, FenceError> {
+        fence::take_lock_object(self, lock, role).await
+    }
+
+    async fn fenced(&self, lock: &StoragePath) -> Result<bool, DriverError> {
+        fence::lock_object_present(self, lock).await
     }
 
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError> {

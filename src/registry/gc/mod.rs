@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream};
 
+use crate::storage::fence::{Fence, FenceError, FenceRole};
+
 use evict::EvictedTags;
 pub use evict::{EvictReason, Evicted};
 use mark::{RepoGraph, RepoManifests, RepoMark, every_reading};
@@ -77,54 +79,20 @@ const IO_PARALLEL: usize = 32;
 const REPO_PARALLEL: usize = 8;
 
 impl Registry {
-    /// Object stores: refuse writes while a garbage collection holds the lock object. (On the
-    /// filesystem the server's shared `flock` keeps GC away instead.)
+    /// Refuse writes while a garbage collection holds the fence where writers must check it
+    /// (object stores; on the filesystem the server's shared flock keeps GC away instead).
     pub(crate) async fn check_gc_lock(&self) -> Result<()> {
-        if !self.opts.gc_lock_object {
-            return Ok(());
-        }
-        match self.driver.get_content(&paths::gc_lock()).await {
-            Ok(_) => Err(Error::Unsupported(
+        if self.driver.fenced(&paths::gc_lock()).await? {
+            return Err(Error::Unsupported(
                 "garbage collection is running on this storage; pushes and deletes resume when it ends".into(),
-            )),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
+            ));
         }
+        Ok(())
     }
 
-    /// Object stores: take garbage collection's lock object (`If-None-Match: *`, so two runs never
-    /// overlap; `force` replaces a stale one). Returns the lock's time as the store records it,
-    /// which is the cutoff for [`GcOptions::sweep_before`].
-    pub async fn take_gc_lock(&self, force: bool) -> Result<SystemTime> {
-        let me = format!(
-            "{{\"pid\": {}, \"started\": \"{}\"}}\n",
-            std::process::id(),
-            humantime::format_rfc3339(SystemTime::now())
-        );
-        let lock = paths::gc_lock();
-        match self
-            .driver
-            .put_if(&lock, me.clone().into(), crate::storage::Precondition::Absent)
-            .await
-        {
-            Ok(_) => {}
-            Err(crate::storage::DriverError::Conflict(_)) if force => {
-                self.driver.put_content(&lock, me.into()).await?;
-            }
-            Err(crate::storage::DriverError::Conflict(_)) => {
-                let holder = self.driver.get_content(&lock).await.unwrap_or_default();
-                return Err(Error::Unsupported(format!(
-                    "another garbage collection holds {lock} ({}); wait for it, or pass --force if it died",
-                    String::from_utf8_lossy(&holder).trim()
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(self.driver.stat(&lock).await?.modified)
-    }
-
-    pub async fn release_gc_lock(&self) -> Result<()> {
-        Ok(self.driver.delete(&paths::gc_lock()).await?)
+    /// Take the storage's fence against writers as `role` (see `storage::fence`).
+    pub async fn fence(&self, role: FenceRole) -> std::result::Result<Fence, FenceError> {
+        self.driver.fence(role, &paths::gc_lock()).await
     }
 
     /// Every repository directory: those holding manifests, layer links or uploads.

@@ -261,10 +261,8 @@ impl Registry {
                     },
                 };
                 if started < cutoff {
-                    if !dry_run && self.driver.multipart().is_some() {
-                        self.mp_discard(&repo, &id).await?;
-                    } else if !dry_run {
-                        self.driver.delete(&paths::upload_dir(&repo, &id)).await?;
+                    if !dry_run {
+                        self.discard_upload(&repo, &id).await?;
                     }
                     if !dry_run {
                         self.upload_limits.ended(id.as_str());

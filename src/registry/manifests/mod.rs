@@ -52,7 +52,7 @@ impl Registry {
         }
         // Object stores have no empty directories: once its last manifest is deleted, a
         // repository is known by its layer links (the filesystem keeps `_manifests/` itself).
-        Ok(self.driver.multipart().is_some() && self.exists(&paths::repo(repo).join("_layers")).await?)
+        Ok(self.driver.capabilities().object_store && self.exists(&paths::repo(repo).join("_layers")).await?)
     }
 
     async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {

@@ -53,7 +53,7 @@ impl Registry {
 
     /// Every tag of a repository, sorted.
     pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
-        if self.driver.multipart().is_some() {
+        if self.driver.capabilities().object_store {
             // Object stores: tags are the `<tag>/current/link` keys, since an emptied (deleted)
             // tag's prefix may still be listed for a while by some services.
             let keys = self.driver.list_recursive(&paths::tags_dir(repo)).await?;
