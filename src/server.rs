@@ -21,7 +21,8 @@ use crate::storage::fs::FsDriver;
 use crate::storage::s3::S3Driver;
 use crate::tls::Tls;
 
-/// The configured storage: the filesystem (the default), or S3 when `storage.s3.bucket` is set.
+/// The configured storage: the filesystem (the default), or S3 when `storage.s3.bucket` is set
+/// (also standing for `storage.inmemory`, which runs the same object-store driver).
 pub enum Store {
     Fs(FsDriver),
     S3(S3Driver),
@@ -45,6 +46,10 @@ impl Store {
 }
 
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.storage.inmemory.is_some() {
+        // An object store in memory: the object-store code paths, as on S3 (tests use it).
+        return Ok(Store::S3(S3Driver::in_memory()));
+    }
     if config.storage.s3.enabled() {
         let s3 = S3Driver::new(&config.storage.s3).context("cannot configure storage.s3")?;
         return Ok(Store::S3(s3));
