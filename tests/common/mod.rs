@@ -11,6 +11,47 @@ use std::time::{Duration, Instant};
 
 pub use sha2::{Digest as _, Sha256};
 
+/// The storage a [`Server`] runs on: the filesystem (the default) or the in-memory object store
+/// (`storage.inmemory`, the object-store driver S3 uses, in the server's memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    InMemory,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Fs) };
+}
+
+impl Backend {
+    /// Servers this thread starts from now on run on this backend ([`on_both_backends!`]).
+    pub fn select(self) {
+        BACKEND.with(|b| b.set(self));
+    }
+    pub fn current() -> Backend {
+        BACKEND.with(|b| b.get())
+    }
+}
+
+/// Run each test twice, once per [`Backend`]: `filesystem::name` and `inmemory::name`. Bodies
+/// are unchanged; the servers they start run on the module's backend. For tests that neither
+/// restart the server (the in-memory store is gone) nor look at files on disk.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$m:meta])* async fn $name:ident() $body:block)*) => {
+        mod filesystem {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$m])* async fn $name() { $crate::common::Backend::Fs.select(); $body } )*
+        }
+        mod inmemory {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$m])* async fn $name() { $crate::common::Backend::InMemory.select(); $body } )*
+        }
+    };
+}
+
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -18,6 +59,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     extra_toml: String,
     env: Vec<(String, String)>,
+    pub backend: Backend,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -41,6 +83,7 @@ impl Server {
             dir,
             extra_toml: extra_toml.to_owned(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            backend: Backend::current(),
             logs: Arc::new(Mutex::new(Vec::new())),
         };
         s.spawn();
@@ -54,8 +97,12 @@ impl Server {
 
     fn spawn(&mut self) {
         let config = self.dir.path().join("config.toml");
+        let inmemory = match self.backend {
+            Backend::Fs => "",
+            Backend::InMemory => "[storage.inmemory]\n",
+        };
         let toml = format!(
-            "[http]\naddr = \"127.0.0.1:0\"\n[storage.filesystem]\nrootdirectory = {:?}\n{}",
+            "[http]\naddr = \"127.0.0.1:0\"\n{inmemory}[storage.filesystem]\nrootdirectory = {:?}\n{}",
             self.root().display().to_string(),
             self.extra_toml
         );

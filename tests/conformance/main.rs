@@ -3,7 +3,8 @@
 //! the requirement it tests, grouped in the spec's four workflows: pull, push, content discovery,
 //! content management.
 //!
-//! cargo test --test conformance                          start Wharf and test it
+//! cargo test --test conformance                          start Wharf and test it, on the
+//!                                                         filesystem and on the in-memory store
 //! cargo test --test conformance -- --url http://HOST:PORT [--user U --password P] [--no-skips]
 //!                                   [--known-failures FILE] [--junit FILE] [--name NAME]
 //!
@@ -477,15 +478,20 @@ fn args() -> Args {
     a
 }
 
-/// Start Wharf (deletes enabled) on a free port with a temporary store.
-fn start_wharf(dir: &std::path::Path) -> (Child, String) {
+/// Start Wharf (deletes enabled) on a free port with a temporary store: the filesystem at `dir`,
+/// or with `inmemory`, the in-memory object store (the object-store code paths S3 takes).
+fn start_wharf(dir: &std::path::Path, inmemory: bool) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    if inmemory {
+        cmd.env("WHARF_STORAGE", "inmemory");
+    }
+    let child = cmd
         .arg("serve")
         .env("WHARF_HTTP_ADDR", &addr)
         .env("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir)
@@ -504,6 +510,16 @@ fn start_wharf(dir: &std::path::Path) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+/// The workflow's name for the checks run on the in-memory store.
+fn inmemory_label(workflow: &str) -> &'static str {
+    match workflow {
+        "pull" => "pull (inmemory)",
+        "push" => "push (inmemory)",
+        "content discovery" => "content discovery (inmemory)",
+        _ => "content management (inmemory)",
+    }
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -511,17 +527,8 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-#[tokio::main]
-async fn main() {
-    let a = args();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = match &a.url {
-        Some(u) => (None, u.trim_end_matches('/').to_owned()),
-        None => {
-            let (c, b) = start_wharf(dir.path());
-            (Some(c), b)
-        }
-    };
+/// Run every check against the registry at `base`; results are (workflow, check, outcome).
+async fn run_checks(a: &Args, base: &str) -> Vec<(&'static str, &'static str, Outcome)> {
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -530,7 +537,7 @@ async fn main() {
             .as_millis()
     );
     let ctx = Ctx {
-        base: base.clone(),
+        base: base.to_owned(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -545,8 +552,7 @@ async fn main() {
         ("content discovery", discovery::checks()),
         ("content management", management::checks()),
     ];
-    println!("OCI distribution-spec conformance against {base} ({})\n", a.name);
-    let mut results: Vec<(&str, &str, Outcome)> = Vec::new();
+    let mut results = Vec::new();
     for (workflow, checks) in workflows {
         for (name, f) in checks {
             let outcome = match tokio::time::timeout(Duration::from_secs(120), f(&ctx)).await {
@@ -557,10 +563,40 @@ async fn main() {
             results.push((workflow, name, outcome));
         }
     }
-    if let Some(c) = child.as_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
+    results
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let mut results = Vec::new();
+    if let Some(u) = &a.url {
+        let base = u.trim_end_matches('/').to_owned();
+        println!("OCI distribution-spec conformance against {base} ({})\n", a.name);
+        results = run_checks(&a, &base).await;
+    } else {
+        // Wharf twice: on the filesystem, then on the in-memory object store, whose checks are
+        // listed under "<workflow> (inmemory)".
+        for inmemory in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut child, base) = start_wharf(dir.path(), inmemory);
+            let store = if inmemory { "in-memory store" } else { "filesystem" };
+            println!("OCI distribution-spec conformance against {base} ({}, {store})", a.name);
+            for (workflow, name, outcome) in run_checks(&a, &base).await {
+                let workflow = if inmemory { inmemory_label(workflow) } else { workflow };
+                results.push((workflow, name, outcome));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        println!();
     }
+    let workflows: Vec<&str> = results.iter().fold(Vec::new(), |mut v, (w, _, _)| {
+        if !v.contains(w) {
+            v.push(*w);
+        }
+        v
+    });
 
     // table per workflow
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -579,9 +615,9 @@ async fn main() {
             }
         }
     }
-    println!("\n{:<20} {:>6} {:>6} {:>7}", "workflow", "passed", "failed", "skipped");
+    println!("\n{:<30} {:>6} {:>6} {:>7}", "workflow", "passed", "failed", "skipped");
     let (mut tp, mut tf, mut ts) = (0, 0, 0);
-    for w in ["pull", "push", "content discovery", "content management"] {
+    for &w in &workflows {
         let of = |k: u8| {
             results
                 .iter()
@@ -596,16 +632,16 @@ async fn main() {
         };
         let (p, f, s) = (of(0), of(1), of(2));
         (tp, tf, ts) = (tp + p, tf + f, ts + s);
-        println!("{w:<20} {p:>6} {f:>6} {s:>7}");
+        println!("{w:<30} {p:>6} {f:>6} {s:>7}");
     }
-    println!("{:<20} {tp:>6} {tf:>6} {ts:>7}", "total");
+    println!("{:<30} {tp:>6} {tf:>6} {ts:>7}", "total");
 
     if let Some(path) = &a.junit {
         let mut xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"oci-conformance-{}\">\n",
             xml_escape(&a.name)
         );
-        for w in ["pull", "push", "content discovery", "content management"] {
+        for &w in &workflows {
             let cases: Vec<_> = results.iter().filter(|(wf, _, _)| *wf == w).collect();
             let nf = cases.iter().filter(|c| matches!(c.2, Outcome::Fail(_))).count();
             let ns = cases.iter().filter(|c| matches!(c.2, Outcome::Skip(_))).count();
