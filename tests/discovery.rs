@@ -8,21 +8,9 @@ use serde_json::{Value, json};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-async fn push_blob(s: &Server, repo: &str, data: &[u8]) -> String {
-    let d = sha256_digest(data);
-    let r = client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    d
-}
-
 /// Push a small manifest (optionally with artifactType, subject, annotations); returns (digest, bytes).
 async fn push_manifest(s: &Server, repo: &str, reference: Option<&str>, extra: Value) -> (String, Vec<u8>) {
-    let cfg = push_blob(s, repo, b"{}").await;
+    let cfg = s.api().post_blob(repo, b"{}").await.unwrap();
     let mut m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}, "layers": []});
     for (k, v) in extra.as_object().unwrap() {
@@ -170,7 +158,7 @@ async fn a_repository_still_being_created_by_another_put_is_listed_once_a_put_in
     let b = Server::start_with("", &[slow, ("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", root.as_str())]);
     push_manifest(&b, "base", Some("v1"), json!({})).await;
     assert_eq!(catalog_of(&b, "").await, ["base"]);
-    let cfg = push_blob(&b, "new", b"{}").await;
+    let cfg = b.api().post_blob("new", b"{}").await.unwrap();
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
         "layers": [], "annotations": {"by": "a"}}))
@@ -316,7 +304,7 @@ on_both_backends! {
         for r in repos {
             push_manifest(&s, r, Some("v1"), json!({})).await;
         }
-        push_blob(&s, "blobs-only", b"no manifest here").await; // not a repository with content to list
+        s.api().post_blob("blobs-only", b"no manifest here").await.unwrap(); // not a repository with content to list
         let (status, link, body) = get_json(&s, "/v2/_catalog").await;
         assert_eq!((status, link), (200, None));
         let listed = strings(&body["repositories"]);
@@ -360,7 +348,7 @@ on_both_backends! {
         for r in repos {
             push_manifest(&s, r, Some("v1"), json!({})).await;
         }
-        push_blob(&s, "blobs/only", b"a layer and no manifest").await;
+        s.api().post_blob("blobs/only", b"a layer and no manifest").await.unwrap();
         let all = path_sorted(&repos);
         assert_eq!(all, ["a", "a/b", "a/b/c", "a-b", "a0", "b", "ns/x", "ns/y/z"]);
         let mut lasts: Vec<String> = all.clone();
@@ -507,7 +495,7 @@ on_both_backends! {
     async fn referrers_pushed_before_their_subject_and_removed_by_delete() {
         let s = Server::start_with_delete();
         // the subject's digest is known before it is pushed
-        let cfg = push_blob(&s, "app", b"{}").await;
+        let cfg = s.api().post_blob("app", b"{}").await.unwrap();
         let subject_bytes = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}, "layers": [],
             "annotations": {"late": "yes"}}))

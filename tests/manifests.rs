@@ -11,27 +11,17 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-async fn push_blob(s: &Server, repo: &str, data: &[u8]) -> Value {
-    let d = sha256_digest(data);
-    let r = client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    json!({"digest": d, "size": data.len()})
-}
-
 /// Push a config and one layer, and return an image manifest (as JSON) that uses them.
 async fn image(s: &Server, repo: &str, seed: u64, media_type: Option<&str>) -> Value {
-    let config = push_blob(
-        s,
-        repo,
-        format!(r#"{{"architecture":"amd64","os":"linux","n":{seed}}}"#).as_bytes(),
-    )
-    .await;
-    let layer = push_blob(s, repo, &random_bytes(1000, seed)).await;
+    let config = s
+        .api()
+        .post_blob_desc(
+            repo,
+            format!(r#"{{"architecture":"amd64","os":"linux","n":{seed}}}"#).as_bytes(),
+        )
+        .await
+        .unwrap();
+    let layer = s.api().post_blob_desc(repo, &random_bytes(1000, seed)).await.unwrap();
     let docker = media_type == Some(DOCKER_MANIFEST);
     let (cfg_type, layer_type) = if docker {
         (
@@ -127,8 +117,8 @@ on_both_backends! {
         put_ok(&s, "r", "index", OCI_INDEX, &index).await;
         put_ok(&s, "r", "list", DOCKER_LIST, &list).await;
         // an artifact with artifactType and the empty config, and one with a custom config type
-        let empty = push_blob(&s, "r", b"{}").await;
-        let data = push_blob(&s, "r", b"sbom contents").await;
+        let empty = s.api().post_blob_desc("r", b"{}").await.unwrap();
+        let data = s.api().post_blob_desc("r", b"sbom contents").await.unwrap();
         let artifact = bytes(
             &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom.v1",
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty["digest"], "size": 2, "data": "e30="},

@@ -72,36 +72,12 @@ async fn get_blob(s: &Server, repo: &str, d: &str) -> (u16, Vec<u8>) {
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
-/// Push a blob monolithically (POST ?digest=) through `s`.
-async fn push_blob(s: &Server, repo: &str, data: &[u8]) -> String {
-    let d = sha256_digest(data);
-    let r = client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    d
-}
-
 /// Push a one-layer image; returns (manifest digest, manifest bytes, layer digest).
 async fn push_image(s: &Server, repo: &str, tag: &str, seed: u64) -> (String, Vec<u8>, String) {
     let layer = random_bytes(100_000 + seed as usize, seed);
     let config = format!("{{\"seed\":{seed}}}").into_bytes();
-    let ld = push_blob(s, repo, &layer).await;
-    let cd = push_blob(s, repo, &config).await;
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len()}],
-    });
-    let bytes = serde_json::to_vec(&m).unwrap();
-    let r = put_manifest(s, repo, tag, &bytes).await;
-    assert_eq!(r.status(), 201);
-    (sha256_digest(&bytes), bytes, ld)
+    let img = s.api().push_image(repo, tag, &config, &[&layer]).await.unwrap();
+    (img.digest, img.bytes, img.layers[0].clone())
 }
 
 async fn put_manifest(s: &Server, repo: &str, reference: &str, bytes: &[u8]) -> reqwest::Response {
@@ -378,7 +354,7 @@ async fn garbage_collection_on_the_bucket_beside_running_replicas() {
         assert_eq!(r.status(), 202);
     }
     // pushes work again once the lock is gone
-    push_blob(&b, "gc/other", b"after gc").await;
+    b.api().post_blob("gc/other", b"after gc").await.unwrap();
 }
 
 /// 5 GiB generated on the fly, streamed in one PATCH through a replica to S3, finished, and pulled

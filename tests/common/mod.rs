@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 
 pub use sha2::{Digest as _, Sha256};
 
+mod client;
+#[allow(unused_imports)]
+pub use client::*;
+
+/// Media types of the manifests and blobs tests push.
+pub mod media {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+         application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
 /// The storage a [`Server`] runs on: the filesystem (the default) or the in-memory object store
 /// (`storage.inmemory`, the object-store driver S3 uses, in the server's memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
