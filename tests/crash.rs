@@ -80,11 +80,7 @@ async fn a_monolithic_push_killed_after_its_bytes_are_durable_leaves_no_trace() 
     assert!(!assert_store_ok(&s.root(), true).blobs.contains(&d));
     // pushed again, it is whole
     assert_eq!(
-        Api::new(&s.url(""))
-            .with_client(&c)
-            .post_blob_status("ok", &blob)
-            .await
-            .unwrap(),
+        s.api().with_client(&c).post_blob_status("ok", &blob).await.unwrap(),
         201
     );
     assert!(get(&c, &s.url(&format!("/v2/ok/blobs/{d}"))).await.1 == blob);
@@ -172,7 +168,7 @@ async fn a_push_killed_between_blob_commit_and_link_is_not_visible() {
     img2.layers = vec![blob.clone()];
     let img2 = rebuild(img2);
     assert_eq!(
-        Api::new(&s.url(""))
+        s.api()
             .with_client(&c)
             .post_blob_status("ok", &img2.config)
             .await
@@ -184,11 +180,7 @@ async fn a_push_killed_between_blob_commit_and_link_is_not_visible() {
         400
     );
     assert_eq!(
-        Api::new(&s.url(""))
-            .with_client(&c)
-            .post_blob_status("ok", &blob)
-            .await
-            .unwrap(),
+        s.api().with_client(&c).post_blob_status("ok", &blob).await.unwrap(),
         201
     );
     assert_eq!(
@@ -221,14 +213,7 @@ fn rebuild(img: Image) -> Image {
 async fn kill_during_manifest_put(s: &mut Server, img: &Image, tag: &str, point: &str) {
     let c = client();
     for b in std::iter::once(&img.config).chain(&img.layers) {
-        assert_eq!(
-            Api::new(&s.url(""))
-                .with_client(&c)
-                .post_blob_status("ok", b)
-                .await
-                .unwrap(),
-            201
-        );
+        assert_eq!(s.api().with_client(&c).post_blob_status("ok", b).await.unwrap(), 201);
     }
     restart_with(s, &format!("{point}=pause"));
     let pending = in_background(

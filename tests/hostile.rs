@@ -630,11 +630,7 @@ async fn push_large_manifest(s: &Server) -> Vec<u8> {
     let c = client();
     let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
     assert_eq!(
-        Api::new(&s.url(""))
-            .with_client(&c)
-            .post_blob_status("big", &config)
-            .await
-            .unwrap(),
+        s.api().with_client(&c).post_blob_status("big", &config).await.unwrap(),
         201
     );
     let m = serde_json::to_vec(&serde_json::json!({
@@ -712,7 +708,7 @@ async fn a_reader_that_stalls_past_the_send_timeout_is_disconnected() {
     let m = push_large_manifest(&s).await;
     let blob = random_bytes(32 << 20, 17);
     assert_eq!(
-        Api::new(&s.url(""))
+        s.api()
             .with_client(&client())
             .post_blob_status("big", &blob)
             .await
@@ -816,7 +812,7 @@ async fn open_upload_sessions_are_capped_per_client_and_per_repository() {
     assert_eq!(stored_files(&s.root()), before, "a refused session stored something");
     // A one-request push opens no session: not refused.
     assert_eq!(
-        Api::new(&s.url(""))
+        s.api()
             .with_client(&one)
             .post_blob_status("a", b"monolithic")
             .await
