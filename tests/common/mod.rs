@@ -180,6 +180,11 @@ impl Server {
 
     /// Kill and start again on the same storage (the port may change: use `url` afresh).
     pub fn restart(&mut self) {
+        assert_eq!(
+            self.backend,
+            Backend::Fs,
+            "the in-memory store does not survive a restart: keep this test filesystem-only"
+        );
         self.kill();
         self.spawn();
     }
