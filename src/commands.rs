@@ -45,7 +45,8 @@ pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 delete_untagged,
                 upload_max_age,
                 sweep_before: None,
-                evict: crate::registry::eviction::Eviction::from_config(&config.proxy).map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
+                evict: crate::registry::eviction::Eviction::from_config(&config.proxy)
+                    .map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(garbage_collect(config, opts, force))

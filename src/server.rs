@@ -22,9 +22,13 @@ use crate::storage::fs::FsDriver;
 use crate::storage::s3::S3Driver;
 use crate::tls::Tls;
 
-/// The configured storage driver: the filesystem (the default), or S3 when `storage.s3.bucket`
-/// is set. What differs between them is the driver's business (`Driver::capabilities`, its fence).
+/// The configured storage driver: the filesystem (the default), S3 when `storage.s3.bucket`
+/// is set, or `storage.inmemory` (the object-store driver on object_store's InMemory). What differs between them is the driver's business (`Driver::capabilities`, its fence).
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Driver>> {
+    if config.storage.inmemory.is_some() {
+        // An object store in memory: the object-store code paths, as on S3 (tests use it).
+        return Ok(Arc::new(S3Driver::in_memory()));
+    }
     if config.storage.s3.enabled() {
         let s3 = S3Driver::new(&config.storage.s3).context("cannot configure storage.s3")?;
         return Ok(Arc::new(s3));

@@ -121,3 +121,31 @@ fn default_storage_directory_is_user_writable() {
     let _ = child.wait();
     assert!(ok, "{} was not created", expected.display());
 }
+
+/// Distribution's in-memory driver: REGISTRY_STORAGE=inmemory (or a `[storage.inmemory]` table)
+/// keeps the data in the server's memory and writes nothing to the filesystem root; it cannot be
+/// combined with storage.s3.
+#[tokio::test]
+async fn registry_storage_inmemory_selects_the_in_memory_driver() {
+    let s = Server::start_with("", &[("REGISTRY_STORAGE", "inmemory")]);
+    let listening = s.logs().into_iter().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.contains("storage=inmemory"), "{listening}");
+    let d = s.api().post_blob("mem/repo", b"kept in memory").await.unwrap();
+    let r = client()
+        .get(s.url(&format!("/v2/mem/repo/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"kept in memory");
+    assert!(files_under(&s.root()).is_empty(), "{:?}", files_under(&s.root()));
+
+    let out = wharf()
+        .args(["serve"])
+        .env("REGISTRY_STORAGE", "inmemory")
+        .env("REGISTRY_STORAGE_S3_BUCKET", "b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.inmemory"));
+}

@@ -154,7 +154,11 @@ async fn pushes_racing_deletes_end_in_an_allowed_state() {
                     // push the image (blobs, then the manifest under a tag of its own)
                     0 => {
                         for b in std::iter::once(&img.config).chain(&img.layers) {
-                            let st = push_blob(&c, &base, "del", b).await.unwrap();
+                            let st = Api::new(&base)
+                                .with_client(&c)
+                                .post_blob_status("del", b)
+                                .await
+                                .unwrap();
                             assert_eq!(st, 201);
                         }
                         put_manifest(&c, &base, "del", &format!("t{i}-{k}"), &img.manifest)

@@ -79,7 +79,10 @@ async fn a_monolithic_push_killed_after_its_bytes_are_durable_leaves_no_trace() 
     assert_pulls(&c, &s, "ok", "v1", &img).await;
     assert!(!assert_store_ok(&s.root(), true).blobs.contains(&d));
     // pushed again, it is whole
-    assert_eq!(push_blob(&c, &s.url(""), "ok", &blob).await.unwrap(), 201);
+    assert_eq!(
+        s.api().with_client(&c).post_blob_status("ok", &blob).await.unwrap(),
+        201
+    );
     assert!(get(&c, &s.url(&format!("/v2/ok/blobs/{d}"))).await.1 == blob);
     gc_then_pull(&mut s, &[("ok", "v1", &img)]).await;
 }
@@ -164,12 +167,22 @@ async fn a_push_killed_between_blob_commit_and_link_is_not_visible() {
     let mut img2 = make_image(5, 100);
     img2.layers = vec![blob.clone()];
     let img2 = rebuild(img2);
-    assert_eq!(push_blob(&c, &s.url(""), "ok", &img2.config).await.unwrap(), 201);
+    assert_eq!(
+        s.api()
+            .with_client(&c)
+            .post_blob_status("ok", &img2.config)
+            .await
+            .unwrap(),
+        201
+    );
     assert_eq!(
         put_manifest(&c, &s.url(""), "ok", "v2", &img2.manifest).await.unwrap(),
         400
     );
-    assert_eq!(push_blob(&c, &s.url(""), "ok", &blob).await.unwrap(), 201);
+    assert_eq!(
+        s.api().with_client(&c).post_blob_status("ok", &blob).await.unwrap(),
+        201
+    );
     assert_eq!(
         put_manifest(&c, &s.url(""), "ok", "v2", &img2.manifest).await.unwrap(),
         201
@@ -200,7 +213,7 @@ fn rebuild(img: Image) -> Image {
 async fn kill_during_manifest_put(s: &mut Server, img: &Image, tag: &str, point: &str) {
     let c = client();
     for b in std::iter::once(&img.config).chain(&img.layers) {
-        assert_eq!(push_blob(&c, &s.url(""), "ok", b).await.unwrap(), 201);
+        assert_eq!(s.api().with_client(&c).post_blob_status("ok", b).await.unwrap(), 201);
     }
     restart_with(s, &format!("{point}=pause"));
     let pending = in_background(

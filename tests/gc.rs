@@ -18,29 +18,8 @@ struct Image {
     layers: Vec<(String, Vec<u8>)>,
 }
 
-async fn push_blob(s: &Server, repo: &str, data: &[u8]) -> String {
-    let d = sha256_digest(data);
-    let r = client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "push blob");
-    d
-}
-
 async fn put_manifest(s: &Server, repo: &str, reference: &str, ct: &str, bytes: &[u8]) -> String {
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header("content-type", ct)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body = r.text().await.unwrap();
-    assert_eq!(status, 201, "put manifest {repo}:{reference}: {body}");
+    s.api().put_manifest_ok(repo, reference, ct, bytes).await.unwrap();
     sha256_digest(bytes)
 }
 
@@ -54,11 +33,11 @@ async fn push_image(
     subject: Option<&Image>,
 ) -> Image {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
-    let cd = push_blob(s, repo, &config).await;
+    let cd = s.api().post_blob(repo, &config).await.unwrap();
     let mut descs = Vec::new();
     let mut pushed = Vec::new();
     for l in layers {
-        let d = push_blob(s, repo, l).await;
+        let d = s.api().post_blob(repo, l).await.unwrap();
         descs.push(
             serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":l.len()}),
         );
@@ -284,7 +263,7 @@ async fn messy_store(s: &Server) -> (Image, Image) {
     let other = push_image(s, "b/c", Some("x"), 3, &[random_bytes(4_000, 43)], None).await;
     push_image(s, "b/c", None, 4, &[random_bytes(4_000, 44)], Some(&other)).await;
     push_image(s, "b/c", None, 5, &[random_bytes(4_000, 45)], None).await;
-    push_blob(s, "b/c", &random_bytes(4_000, 46)).await; // a blob no manifest uses
+    s.api().post_blob("b/c", &random_bytes(4_000, 46)).await.unwrap(); // a blob no manifest uses
     (keep, other)
 }
 
@@ -462,7 +441,7 @@ async fn gc_never_deletes_a_blob_any_reading_of_a_kept_manifest_references() {
     let mut blobs = Vec::new();
     for seed in 60..66 {
         let data = random_bytes(2_000, seed);
-        blobs.push((push_blob(&s, "old", &data).await, data));
+        blobs.push((s.api().post_blob("old", &data).await.unwrap(), data));
     }
     let child = push_image(&s, "old", None, 61, &[random_bytes(1_000, 70)], None).await;
     let child2 = push_image(&s, "old", None, 62, &[random_bytes(1_000, 71)], None).await;

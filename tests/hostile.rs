@@ -629,7 +629,10 @@ async fn dribbling_and_lying_bodies_time_out_and_store_nothing() {
 async fn push_large_manifest(s: &Server) -> Vec<u8> {
     let c = client();
     let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
-    assert_eq!(push_blob(&c, &s.url(""), "big", &config).await.unwrap(), 201);
+    assert_eq!(
+        s.api().with_client(&c).post_blob_status("big", &config).await.unwrap(),
+        201
+    );
     let m = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -704,7 +707,14 @@ async fn a_reader_that_stalls_past_the_send_timeout_is_disconnected() {
     let s = Server::start_with("", &[("WHARF_HTTP_SENDTIMEOUT", "1s")]);
     let m = push_large_manifest(&s).await;
     let blob = random_bytes(32 << 20, 17);
-    assert_eq!(push_blob(&client(), &s.url(""), "big", &blob).await.unwrap(), 201);
+    assert_eq!(
+        s.api()
+            .with_client(&client())
+            .post_blob_status("big", &blob)
+            .await
+            .unwrap(),
+        201
+    );
     let cut = |s: &Server| s.logs().iter().filter(|l| l.contains("has read nothing for")).count();
     // The kernel's socket buffers can take a whole 4 MiB answer, so the manifest is asked for
     // ten times on one connection (pipelined): 40 MiB of answers, which no buffer holds.
@@ -801,7 +811,14 @@ async fn open_upload_sessions_are_capped_per_client_and_per_repository() {
     );
     assert_eq!(stored_files(&s.root()), before, "a refused session stored something");
     // A one-request push opens no session: not refused.
-    assert_eq!(push_blob(&one, &s.url(""), "a", b"monolithic").await.unwrap(), 201);
+    assert_eq!(
+        s.api()
+            .with_client(&one)
+            .post_blob_status("a", b"monolithic")
+            .await
+            .unwrap(),
+        201
+    );
 
     // Cancelling one frees its place.
     assert_eq!(

@@ -7,43 +7,9 @@ use ops_support::*;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-async fn push_blob(base: &str, repo: &str, data: &[u8]) -> Value {
-    let d = sha256_digest(data);
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    json!({"digest": d, "size": data.len()})
-}
-
-/// Push a one-layer image; returns (manifest digest, layer digest).
-pub async fn push_image(base: &str, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
-    let config = push_blob(base, repo, br#"{"architecture":"amd64","os":"linux"}"#).await;
-    let l = push_blob(base, repo, layer).await;
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config["digest"], "size": config["size"]},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l["digest"], "size": l["size"]}],
-    }))
-    .unwrap();
-    let r = client()
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    (sha256_digest(&m), l["digest"].as_str().unwrap().to_owned())
-}
 
 async fn metrics_text(url: &str) -> String {
     let r = client().get(url).send().await.unwrap();
@@ -58,7 +24,12 @@ async fn metrics_count_requests_pushes_and_pulls() {
     let s = Server::start();
     let base = s.url("");
     let layer = random_bytes(300_000, 1);
-    let (manifest, layer_digest) = push_image(&base, "team/app", "v1", &layer).await;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let img = Api::new(&base)
+        .push_image("team/app", "v1", config, &[&layer])
+        .await
+        .unwrap();
+    let (manifest, layer_digest) = (img.digest, img.layers[0].clone());
     let c = client();
     let r = c
         .get(s.url("/v2/team/app/manifests/v1"))

@@ -37,42 +37,6 @@ fn stored_blobs(s: &Server) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn post_opens_a_session_with_location_uuid_and_range() {
-    let s = Server::start();
-    let r = client().post(s.url("/v2/a/b/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(r.status(), 202);
-    let l = loc(&r);
-    let uuid = r.headers()["docker-upload-uuid"].to_str().unwrap().to_owned();
-    assert_eq!(l, format!("/v2/a/b/blobs/uploads/{uuid}"));
-    assert!(uuid::Uuid::parse_str(&uuid).is_ok());
-    assert_eq!(r.headers()["range"], "0-0");
-    assert_eq!(r.headers()["content-length"], "0");
-}
-
-#[tokio::test]
-async fn monolithic_post_then_put() {
-    let s = Server::start();
-    let data = random_bytes(1_000_000, 1);
-    let d = sha256_digest(&data);
-    let l = start_session(&s, "r").await;
-    let r = client()
-        .put(s.url(&format!("{l}?digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(loc(&r), format!("/v2/r/blobs/{d}"));
-    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-    assert_eq!(get_blob(&s, "r", &d).await, (200, data));
-    // the session is gone once closed
-    let r = client().get(s.url(&l)).send().await.unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
-}
-
-#[tokio::test]
 async fn single_post_with_digest_and_body_answers_201() {
     let s = Server::start();
     let data = random_bytes(50_000, 2);
@@ -91,155 +55,6 @@ async fn single_post_with_digest_and_body_answers_201() {
         !files_under(&s.root()).iter().any(|p| p.contains("_uploads/")),
         "no session is left behind"
     );
-}
-
-#[tokio::test]
-async fn chunked_upload_with_content_range_and_a_last_chunk_in_the_put() {
-    let s = Server::start();
-    let data = random_bytes(1_000_003, 3);
-    let d = sha256_digest(&data);
-    let mut l = start_session(&s, "chunky").await;
-    let chunks: Vec<&[u8]> = data.chunks(100_000).collect();
-    let (last, body) = chunks.split_last().unwrap();
-    let mut offset = 0;
-    for c in body {
-        let r = client()
-            .patch(s.url(&l))
-            .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{}-{}", offset, offset + c.len() - 1))
-            .body(c.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        offset += c.len();
-        assert_eq!(r.headers()["range"], format!("0-{}", offset - 1).as_str());
-        assert!(r.headers().contains_key("docker-upload-uuid"));
-        l = loc(&r);
-    }
-    let r = client()
-        .put(s.url(&format!("{l}?digest={d}")))
-        .header("content-range", format!("{}-{}", offset, offset + last.len() - 1))
-        .body(last.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(get_blob(&s, "chunky", &d).await, (200, data));
-}
-
-#[tokio::test]
-async fn streamed_patch_without_content_range() {
-    let s = Server::start();
-    let data = random_bytes(3_000_000, 4);
-    let d = sha256_digest(&data);
-    let l = start_session(&s, "r").await;
-    let stream = futures::stream::iter(
-        data.chunks(65_536)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
-    );
-    let r = client()
-        .patch(s.url(&l))
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(r.headers()["range"], "0-2999999");
-    let r = client()
-        .put(s.url(&format!("{}?digest={d}", loc(&r))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(get_blob(&s, "r", &d).await, (200, data));
-}
-
-#[tokio::test]
-async fn out_of_order_chunk_is_416_with_the_current_range() {
-    let s = Server::start();
-    let l = start_session(&s, "r").await;
-    let r = client()
-        .patch(s.url(&l))
-        .header("content-range", "0-9")
-        .body(vec![1u8; 10])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    for bad in ["5-14", "20-29", "0-9"] {
-        let r = client()
-            .patch(s.url(&l))
-            .header("content-range", bad)
-            .body(vec![2u8; 10])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 416, "{bad}");
-        assert_eq!(r.headers()["range"], "0-9");
-        assert_eq!(loc(&r), l);
-        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_INVALID"]);
-    }
-    // status after a 416 tells where to resume
-    let r = client().get(s.url(&l)).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["range"], "0-9");
-    assert_eq!(loc(&r), l);
-}
-
-#[tokio::test]
-async fn a_chunk_shorter_than_its_content_range_is_rejected_and_discarded() {
-    let s = Server::start();
-    let l = start_session(&s, "r").await;
-    let r = client()
-        .patch(s.url(&l))
-        .header("content-range", "0-99")
-        .body(vec![7u8; 60])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 416);
-    assert_eq!(r.headers()["range"], "0-0");
-    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["SIZE_INVALID"]);
-    let r = client().get(s.url(&l)).send().await.unwrap();
-    assert_eq!(r.headers()["range"], "0-0", "the offset did not move");
-    // the session still works
-    let data = vec![9u8; 100];
-    let r = client()
-        .patch(s.url(&l))
-        .header("content-range", "0-99")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let d = sha256_digest(&data);
-    assert_eq!(
-        client()
-            .put(s.url(&format!("{l}?digest={d}")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(get_blob(&s, "r", &d).await, (200, data));
-}
-
-#[tokio::test]
-async fn malformed_content_range_is_rejected() {
-    let s = Server::start();
-    let l = start_session(&s, "r").await;
-    let r = client()
-        .patch(s.url(&l))
-        .header("content-range", "nine-ten")
-        .body(vec![1u8; 2])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_INVALID"]);
 }
 
 #[tokio::test]
@@ -276,22 +91,6 @@ async fn wrong_digest_on_put_is_400_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn put_without_or_with_a_malformed_digest_is_digest_invalid() {
-    let s = Server::start();
-    let l = start_session(&s, "r").await;
-    for q in ["", "?digest=", "?digest=sha256:123", "?digest=blake3:abc"] {
-        let r = client()
-            .put(s.url(&format!("{l}{q}")))
-            .body(vec![1u8])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{q}");
-        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["DIGEST_INVALID"], "{q}");
-    }
-}
-
-#[tokio::test]
 async fn status_and_cancel() {
     let s = Server::start();
     let l = start_session(&s, "r").await;
@@ -318,118 +117,6 @@ async fn status_and_cancel() {
         !files_under(&s.root()).iter().any(|p| p.contains("_uploads/")),
         "cancel removes the session"
     );
-}
-
-#[tokio::test]
-async fn unknown_or_foreign_upload_ids_are_blob_upload_unknown() {
-    let s = Server::start();
-    let l = start_session(&s, "mine").await;
-    let id = l.rsplit('/').next().unwrap();
-    let paths = [
-        format!("/v2/mine/blobs/uploads/{}", uuid::Uuid::new_v4()),
-        format!("/v2/theirs/blobs/uploads/{id}"),
-        "/v2/mine/blobs/uploads/not-a-uuid".to_owned(),
-    ];
-    for p in paths {
-        let r = client().get(s.url(&p)).send().await.unwrap();
-        assert_eq!(r.status(), 404, "{p}");
-        assert_eq!(
-            error_codes(&r.bytes().await.unwrap()),
-            vec!["BLOB_UPLOAD_UNKNOWN"],
-            "{p}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn mount_from_another_repository() {
-    let s = Server::start();
-    let data = random_bytes(40_000, 6);
-    let d = sha256_digest(&data);
-    let r = client()
-        .post(s.url(&format!("/v2/src/blobs/uploads/?digest={d}")))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = client()
-        .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(loc(&r), format!("/v2/dst/blobs/{d}"));
-    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-    assert_eq!(get_blob(&s, "dst", &d).await, (200, data.clone()));
-    // without `from`: mounted when stored anywhere
-    let r = client()
-        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(get_blob(&s, "third", &d).await, (200, data));
-    // not mountable (the source lacks it): a session is opened instead
-    let missing = sha256_digest(b"nowhere");
-    let r = client()
-        .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={missing}&from=src")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert!(loc(&r).starts_with("/v2/dst/blobs/uploads/"));
-    let r = client()
-        .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={missing}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-}
-
-#[tokio::test]
-async fn digest_algorithm_sha512_sessions() {
-    let s = Server::start();
-    let data = random_bytes(200_000, 7);
-    let d = format!("sha512:{}", hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&data)));
-    let r = client()
-        .post(s.url("/v2/r/blobs/uploads/?digest-algorithm=sha512"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let l = loc(&r);
-    client()
-        .patch(s.url(&l))
-        .header("content-range", "0-99999")
-        .body(data[..100_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    let r = client()
-        .put(s.url(&format!("{l}?digest={d}")))
-        .body(data[100_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(get_blob(&s, "r", &d).await, (200, data.clone()));
-    // a sha256 session closed with a sha512 digest still verifies
-    let l = start_session(&s, "r2").await;
-    let r = client()
-        .put(s.url(&format!("{l}?digest={d}")))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = client()
-        .post(s.url("/v2/r/blobs/uploads/?digest-algorithm=md5"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["DIGEST_INVALID"]);
 }
 
 #[tokio::test]
@@ -505,6 +192,8 @@ async fn raw_request(s: &Server, head: &str, body: &[u8]) -> (u16, String) {
     (status, text)
 }
 
+// Filesystem only: on an object store the status GET may answer before the server has seen the
+// drop, with the offset committed before the PATCH began (0), and the resume then races it.
 #[tokio::test]
 async fn a_connection_dropped_mid_patch_leaves_a_usable_session() {
     let s = Server::start();
@@ -753,4 +442,320 @@ async fn a_session_moving_between_two_servers_on_one_store_stays_whole() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+// Tests that run on both backends (the filesystem and the in-memory object store).
+on_both_backends! {
+    #[tokio::test]
+    async fn post_opens_a_session_with_location_uuid_and_range() {
+        let s = Server::start();
+        let r = client().post(s.url("/v2/a/b/blobs/uploads/")).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let l = loc(&r);
+        let uuid = r.headers()["docker-upload-uuid"].to_str().unwrap().to_owned();
+        assert_eq!(l, format!("/v2/a/b/blobs/uploads/{uuid}"));
+        assert!(uuid::Uuid::parse_str(&uuid).is_ok());
+        assert_eq!(r.headers()["range"], "0-0");
+        assert_eq!(r.headers()["content-length"], "0");
+    }
+
+    #[tokio::test]
+    async fn monolithic_post_then_put() {
+        let s = Server::start();
+        let data = random_bytes(1_000_000, 1);
+        let d = sha256_digest(&data);
+        let l = start_session(&s, "r").await;
+        let r = client()
+            .put(s.url(&format!("{l}?digest={d}")))
+            .header("content-type", "application/octet-stream")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(loc(&r), format!("/v2/r/blobs/{d}"));
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        assert_eq!(get_blob(&s, "r", &d).await, (200, data));
+        // the session is gone once closed
+        let r = client().get(s.url(&l)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
+    }
+
+    #[tokio::test]
+    async fn chunked_upload_with_content_range_and_a_last_chunk_in_the_put() {
+        let s = Server::start();
+        let data = random_bytes(1_000_003, 3);
+        let d = sha256_digest(&data);
+        let mut l = start_session(&s, "chunky").await;
+        let chunks: Vec<&[u8]> = data.chunks(100_000).collect();
+        let (last, body) = chunks.split_last().unwrap();
+        let mut offset = 0;
+        for c in body {
+            let r = client()
+                .patch(s.url(&l))
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("{}-{}", offset, offset + c.len() - 1))
+                .body(c.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            offset += c.len();
+            assert_eq!(r.headers()["range"], format!("0-{}", offset - 1).as_str());
+            assert!(r.headers().contains_key("docker-upload-uuid"));
+            l = loc(&r);
+        }
+        let r = client()
+            .put(s.url(&format!("{l}?digest={d}")))
+            .header("content-range", format!("{}-{}", offset, offset + last.len() - 1))
+            .body(last.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(get_blob(&s, "chunky", &d).await, (200, data));
+    }
+
+    #[tokio::test]
+    async fn streamed_patch_without_content_range() {
+        let s = Server::start();
+        let data = random_bytes(3_000_000, 4);
+        let d = sha256_digest(&data);
+        let l = start_session(&s, "r").await;
+        let stream = futures::stream::iter(
+            data.chunks(65_536)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        let r = client()
+            .patch(s.url(&l))
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(r.headers()["range"], "0-2999999");
+        let r = client()
+            .put(s.url(&format!("{}?digest={d}", loc(&r))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(get_blob(&s, "r", &d).await, (200, data));
+    }
+
+    #[tokio::test]
+    async fn out_of_order_chunk_is_416_with_the_current_range() {
+        let s = Server::start();
+        let l = start_session(&s, "r").await;
+        let r = client()
+            .patch(s.url(&l))
+            .header("content-range", "0-9")
+            .body(vec![1u8; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        for bad in ["5-14", "20-29", "0-9"] {
+            let r = client()
+                .patch(s.url(&l))
+                .header("content-range", bad)
+                .body(vec![2u8; 10])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 416, "{bad}");
+            assert_eq!(r.headers()["range"], "0-9");
+            assert_eq!(loc(&r), l);
+            assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_INVALID"]);
+        }
+        // status after a 416 tells where to resume
+        let r = client().get(s.url(&l)).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["range"], "0-9");
+        assert_eq!(loc(&r), l);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_shorter_than_its_content_range_is_rejected_and_discarded() {
+        let s = Server::start();
+        let l = start_session(&s, "r").await;
+        let r = client()
+            .patch(s.url(&l))
+            .header("content-range", "0-99")
+            .body(vec![7u8; 60])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 416);
+        assert_eq!(r.headers()["range"], "0-0");
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["SIZE_INVALID"]);
+        let r = client().get(s.url(&l)).send().await.unwrap();
+        assert_eq!(r.headers()["range"], "0-0", "the offset did not move");
+        // the session still works
+        let data = vec![9u8; 100];
+        let r = client()
+            .patch(s.url(&l))
+            .header("content-range", "0-99")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let d = sha256_digest(&data);
+        assert_eq!(
+            client()
+                .put(s.url(&format!("{l}?digest={d}")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        assert_eq!(get_blob(&s, "r", &d).await, (200, data));
+    }
+
+    #[tokio::test]
+    async fn malformed_content_range_is_rejected() {
+        let s = Server::start();
+        let l = start_session(&s, "r").await;
+        let r = client()
+            .patch(s.url(&l))
+            .header("content-range", "nine-ten")
+            .body(vec![1u8; 2])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_INVALID"]);
+    }
+
+    #[tokio::test]
+    async fn put_without_or_with_a_malformed_digest_is_digest_invalid() {
+        let s = Server::start();
+        let l = start_session(&s, "r").await;
+        for q in ["", "?digest=", "?digest=sha256:123", "?digest=blake3:abc"] {
+            let r = client()
+                .put(s.url(&format!("{l}{q}")))
+                .body(vec![1u8])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{q}");
+            assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["DIGEST_INVALID"], "{q}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_or_foreign_upload_ids_are_blob_upload_unknown() {
+        let s = Server::start();
+        let l = start_session(&s, "mine").await;
+        let id = l.rsplit('/').next().unwrap();
+        let paths = [
+            format!("/v2/mine/blobs/uploads/{}", uuid::Uuid::new_v4()),
+            format!("/v2/theirs/blobs/uploads/{id}"),
+            "/v2/mine/blobs/uploads/not-a-uuid".to_owned(),
+        ];
+        for p in paths {
+            let r = client().get(s.url(&p)).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{p}");
+            assert_eq!(
+                error_codes(&r.bytes().await.unwrap()),
+                vec!["BLOB_UPLOAD_UNKNOWN"],
+                "{p}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn mount_from_another_repository() {
+        let s = Server::start();
+        let data = random_bytes(40_000, 6);
+        let d = sha256_digest(&data);
+        let r = client()
+            .post(s.url(&format!("/v2/src/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = client()
+            .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(loc(&r), format!("/v2/dst/blobs/{d}"));
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        assert_eq!(get_blob(&s, "dst", &d).await, (200, data.clone()));
+        // without `from`: mounted when stored anywhere
+        let r = client()
+            .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(get_blob(&s, "third", &d).await, (200, data));
+        // not mountable (the source lacks it): a session is opened instead
+        let missing = sha256_digest(b"nowhere");
+        let r = client()
+            .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={missing}&from=src")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert!(loc(&r).starts_with("/v2/dst/blobs/uploads/"));
+        let r = client()
+            .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={missing}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+
+    #[tokio::test]
+    async fn digest_algorithm_sha512_sessions() {
+        let s = Server::start();
+        let data = random_bytes(200_000, 7);
+        let d = format!("sha512:{}", hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&data)));
+        let r = client()
+            .post(s.url("/v2/r/blobs/uploads/?digest-algorithm=sha512"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let l = loc(&r);
+        client()
+            .patch(s.url(&l))
+            .header("content-range", "0-99999")
+            .body(data[..100_000].to_vec())
+            .send()
+            .await
+            .unwrap();
+        let r = client()
+            .put(s.url(&format!("{l}?digest={d}")))
+            .body(data[100_000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(get_blob(&s, "r", &d).await, (200, data.clone()));
+        // a sha256 session closed with a sha512 digest still verifies
+        let l = start_session(&s, "r2").await;
+        let r = client()
+            .put(s.url(&format!("{l}?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = client()
+            .post(s.url("/v2/r/blobs/uploads/?digest-algorithm=md5"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["DIGEST_INVALID"]);
+    }
 }

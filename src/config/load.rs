@@ -90,6 +90,14 @@ pub fn load_with_notes(
         if rest == "STORAGE" && ["s3", "filesystem"].contains(&value.trim()) {
             continue;
         }
+        // ... except the in-memory driver, which has no key to give: its name selects it.
+        if rest == "STORAGE" && value.trim() == "inmemory" {
+            lookup_mut(&mut tree, &["storage".to_owned()])
+                .and_then(|t| t.as_table_mut())
+                .map(|t| t.insert("inmemory".into(), Value::Table(Default::default())));
+            sources.insert("storage.inmemory".into(), format!(" (from {name})"));
+            continue;
+        }
         let path: Vec<String> = rest.split('_').map(|s| s.to_ascii_lowercase()).collect();
         let key = path.join(".");
         let note = format!(" (from {name})");

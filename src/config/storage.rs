@@ -14,10 +14,19 @@ pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     /// S3-compatible object storage; chosen instead of the filesystem when `bucket` is set.
     pub s3: S3Config,
+    /// Distribution's `storage.inmemory`: an object store in the server's memory, lost when it
+    /// exits. For tests; present (even empty) selects it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inmemory: Option<InMemoryConfig>,
     pub delete: DeleteConfig,
     pub maintenance: MaintenanceConfig,
     pub redirect: RedirectConfig,
 }
+
+/// Distribution's `storage.inmemory`, which has no settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InMemoryConfig {}
 
 /// Distribution's `storage.s3` (its `s3-aws` driver's keys), plus a few of Wharf's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,6 +183,12 @@ impl StorageConfig {
     /// The S3 settings that go together, and a storage root.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let s3 = &self.s3;
+        if s3.enabled() && self.inmemory.is_some() {
+            return Err((
+                "storage.inmemory".into(),
+                "cannot be used with storage.s3: choose one storage driver".into(),
+            ));
+        }
         if s3.enabled() {
             if s3.chunksize < 5 << 20 {
                 return Err((

@@ -11,6 +11,64 @@ use std::time::{Duration, Instant};
 
 pub use sha2::{Digest as _, Sha256};
 
+mod client;
+#[allow(unused_imports)]
+pub use client::*;
+
+/// Media types of the manifests and blobs tests push.
+pub mod media {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+         application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+/// The storage a [`Server`] runs on: the filesystem (the default) or the in-memory object store
+/// (`storage.inmemory`, the object-store driver S3 uses, in the server's memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    InMemory,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Fs) };
+}
+
+impl Backend {
+    /// Servers this thread starts from now on run on this backend ([`on_both_backends!`]).
+    pub fn select(self) {
+        BACKEND.with(|b| b.set(self));
+    }
+    pub fn current() -> Backend {
+        BACKEND.with(|b| b.get())
+    }
+}
+
+/// Run each test twice, once per [`Backend`]: `filesystem::name` and `inmemory::name`. Bodies
+/// are unchanged; the servers they start run on the module's backend. For tests that neither
+/// restart the server (the in-memory store is gone) nor look at files on disk.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$m:meta])* async fn $name:ident() $body:block)*) => {
+        mod filesystem {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$m])* async fn $name() { $crate::common::Backend::Fs.select(); $body } )*
+        }
+        mod inmemory {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$m])* async fn $name() { $crate::common::Backend::InMemory.select(); $body } )*
+        }
+    };
+}
+
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -18,6 +76,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     extra_toml: String,
     env: Vec<(String, String)>,
+    pub backend: Backend,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -41,6 +100,7 @@ impl Server {
             dir,
             extra_toml: extra_toml.to_owned(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            backend: Backend::current(),
             logs: Arc::new(Mutex::new(Vec::new())),
         };
         s.spawn();
@@ -54,8 +114,12 @@ impl Server {
 
     fn spawn(&mut self) {
         let config = self.dir.path().join("config.toml");
+        let inmemory = match self.backend {
+            Backend::Fs => "",
+            Backend::InMemory => "[storage.inmemory]\n",
+        };
         let toml = format!(
-            "[http]\naddr = \"127.0.0.1:0\"\n[storage.filesystem]\nrootdirectory = {:?}\n{}",
+            "[http]\naddr = \"127.0.0.1:0\"\n{inmemory}[storage.filesystem]\nrootdirectory = {:?}\n{}",
             self.root().display().to_string(),
             self.extra_toml
         );
@@ -116,6 +180,11 @@ impl Server {
 
     /// Kill and start again on the same storage (the port may change: use `url` afresh).
     pub fn restart(&mut self) {
+        assert_eq!(
+            self.backend,
+            Backend::Fs,
+            "the in-memory store does not survive a restart: keep this test filesystem-only"
+        );
         self.kill();
         self.spawn();
     }

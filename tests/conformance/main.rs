@@ -3,7 +3,8 @@
 //! the requirement it tests, grouped in the spec's four workflows: pull, push, content discovery,
 //! content management.
 //!
-//! cargo test --test conformance                          start Wharf and test it
+//! cargo test --test conformance                          start Wharf and test it, on the
+//!                                                         filesystem and on the in-memory store
 //! cargo test --test conformance -- --url http://HOST:PORT [--user U --password P] [--no-skips]
 //!                                   [--known-failures FILE] [--junit FILE] [--name NAME]
 //!
@@ -14,6 +15,9 @@
 //! credentials, and a `Bearer` challenge is answered with a token from the realm it names.
 //! CONFORMANCE_URL and CONFORMANCE_JUNIT stand for --url and --junit.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,17 +26,11 @@ use std::time::Duration;
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Digest as _, Sha512};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+use common::{ClientError, header, location, noise, sha256_digest as sha256, to_bytes, with_query};
+
+use common::media::*;
 
 /// The spec's error-code table (code-1 .. code-14).
 const SPEC_CODES: [&str; 14] = [
@@ -81,277 +79,25 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, Outcome> {
     Err(Outcome::Fail(msg.into()))
 }
 
-struct Ctx {
-    base: String,
-    client: reqwest::Client,
-    user: Option<(String, String)>,
-    /// Every repository this run touches is under this prefix, so runs never collide.
-    ns: String,
-    /// Bearer tokens by the scope they were issued for.
-    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
-}
+/// The checks' client: the one test client of tests/common.
+type Ctx = common::Api;
 
-/// The repository a `/v2/<name>/{blobs,manifests,tags,referrers}/...` path names.
-fn repository_of(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/v2/")?;
-    ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
-        .iter()
-        .filter_map(|k| rest.find(k))
-        .min()
-        .map(|i| rest[..i].to_owned())
-}
-
-/// `key="value", key2=value2` (RFC 7235 auth-params) in order.
-fn auth_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s.trim();
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        rest = &rest[eq + 1..];
-        let value;
-        if let Some(q) = rest.strip_prefix('"') {
-            let end = q.find('"').unwrap_or(q.len());
-            value = q[..end].to_owned();
-            rest = q.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            value = rest[..end].trim().to_owned();
-            rest = &rest[end..];
-        }
-        out.push((key, value));
-        rest = rest.trim_start_matches([',', ' ']);
+impl From<ClientError> for Outcome {
+    fn from(e: ClientError) -> Outcome {
+        Outcome::Fail(e.0)
     }
-    out
-}
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 fn sha512(data: &[u8]) -> String {
     format!("sha512:{}", hex::encode(Sha512::digest(data)))
 }
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// DELETE, where the spec's answers for "deletion disabled" make the check a skip.
+trait Deletes {
+    async fn delete(&self, path: &str) -> Result<Response, Outcome>;
 }
 
-impl Ctx {
-    fn repo(&self, name: &str) -> String {
-        format!("{}/{name}", self.ns)
-    }
-
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let mut r = self.client.request(method, url.as_str());
-        if url.contains("/manifests/") {
-            // "The client SHOULD include an Accept header indicating which manifest content types
-            // it supports": every client does, and registries may refuse a type not accepted.
-            r = r.header("accept", MANIFEST_ACCEPT);
-        }
-        r
-    }
-
-    /// Send with the run's credentials: Basic first; on a `Bearer` challenge, a token from the
-    /// realm it names (Docker token spec, cached per scope), and the request again.
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Response, Outcome> {
-        let err = |e: reqwest::Error| Outcome::Fail(format!("request failed: {e}"));
-        let Some((user, pass)) = &self.user else {
-            return rb.send().await.map_err(err);
-        };
-        let Some(bare) = rb.try_clone() else {
-            return rb.basic_auth(user, Some(pass)).send().await.map_err(err);
-        };
-        // A token this run already holds for the repository goes first, as clients do: a
-        // registry that only takes tokens would otherwise refuse (and may cut off) every body
-        // sent with Basic credentials first. Not for mounts, whose token must also cover `from`.
-        let url = bare.try_clone().and_then(|b| b.build().ok()).map(|r| r.url().clone());
-        let repo = url.as_ref().and_then(|u| {
-            let mounts = u.query().is_some_and(|q| q.contains("mount="));
-            repository_of(u.path()).filter(|_| !mounts)
-        });
-        if let Some(repo) = &repo {
-            let cached = self.tokens.lock().unwrap().get(&format!("repo:{repo}")).cloned();
-            if let Some(token) = cached {
-                let retry = bare.try_clone().expect("cloned once already");
-                let r = retry.bearer_auth(&token).send().await.map_err(err)?;
-                if r.status() != StatusCode::UNAUTHORIZED {
-                    return Ok(r);
-                }
-            }
-        }
-        let r = rb.basic_auth(user, Some(pass)).send().await.map_err(err)?;
-        let challenge = header(&r, "www-authenticate").unwrap_or_default();
-        if r.status() != StatusCode::UNAUTHORIZED || !challenge.to_ascii_lowercase().starts_with("bearer ") {
-            return Ok(r);
-        }
-        let params = auth_params(&challenge["bearer ".len()..]);
-        let scope = params
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        for fresh in [false, true] {
-            let cached = self.tokens.lock().unwrap().get(&scope).cloned();
-            let token = match cached {
-                Some(t) if !fresh => t,
-                _ => self.fetch_token(&params, user, pass).await?,
-            };
-            self.tokens.lock().unwrap().insert(scope.clone(), token.clone());
-            if let Some(repo) = &repo {
-                self.tokens
-                    .lock()
-                    .unwrap()
-                    .insert(format!("repo:{repo}"), token.clone());
-            }
-            let retry = bare.try_clone().expect("cloned once already");
-            let r = retry.bearer_auth(&token).send().await.map_err(err)?;
-            if r.status() != StatusCode::UNAUTHORIZED || fresh {
-                return Ok(r);
-            }
-        }
-        unreachable!()
-    }
-
-    async fn fetch_token(&self, params: &[(String, String)], user: &str, pass: &str) -> Result<String, Outcome> {
-        let realm = params
-            .iter()
-            .find(|(k, _)| k == "realm")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| Outcome::Fail("Bearer challenge without a realm".into()))?;
-        let query: Vec<(&str, &str)> = params
-            .iter()
-            .filter(|(k, _)| k == "service" || k == "scope")
-            .flat_map(|(k, v)| {
-                // a scope parameter may carry several space-separated scopes
-                v.split(' ').map(move |one| (k.as_str(), one))
-            })
-            .collect();
-        let r = self
-            .client
-            .get(&realm)
-            .query(&query)
-            .basic_auth(user, Some(pass))
-            .send()
-            .await
-            .map_err(|e| Outcome::Fail(format!("token request failed: {e}")))?;
-        ensure!(r.status() == StatusCode::OK, "token endpoint {realm}: {}", r.status());
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| Outcome::Fail(format!("token response: {e}")))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| Outcome::Fail(format!("token response: {e}")))?;
-        v["token"]
-            .as_str()
-            .or(v["access_token"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| Outcome::Fail(format!("no token in {v}")))
-    }
-
-    async fn get(&self, path: &str) -> Result<Response, Outcome> {
-        self.send(self.req(Method::GET, path)).await
-    }
-
-    /// Push a blob with POST then PUT (the flavour every registry must support).
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Result<String, Outcome> {
-        let d = sha256(data);
-        let r = self
-            .send(self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/")))
-            .await?;
-        ensure!(r.status() == StatusCode::ACCEPTED, "POST upload: {}", r.status());
-        let loc = location(&r)?;
-        let r = self
-            .send(
-                self.req(Method::PUT, &with_query(&loc, &format!("digest={d}")))
-                    .header("content-type", "application/octet-stream")
-                    .body(data.to_vec()),
-            )
-            .await?;
-        ensure!(r.status() == StatusCode::CREATED, "PUT upload: {}", r.status());
-        Ok(d)
-    }
-
-    async fn put_manifest(&self, repo: &str, reference: &str, ct: &str, body: &[u8]) -> Result<Response, Outcome> {
-        self.send(
-            self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
-                .header("content-type", ct)
-                .body(body.to_vec()),
-        )
-        .await
-    }
-
-    async fn put_manifest_ok(&self, repo: &str, reference: &str, ct: &str, body: &[u8]) -> Result<Response, Outcome> {
-        let r = self.put_manifest(repo, reference, ct, body).await?;
-        if r.status() != StatusCode::CREATED {
-            let st = r.status();
-            return fail(format!(
-                "PUT manifest {repo}:{reference}: {st} {}",
-                r.text().await.unwrap_or_default()
-            ));
-        }
-        Ok(r)
-    }
-
-    /// Push a config and layers, and return an image manifest using them (not pushed yet).
-    async fn image(&self, repo: &str, seed: u64, layers: usize) -> Result<Value, Outcome> {
-        let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"seed":{seed}}}"#
-        );
-        let cd = self.push_blob(repo, config.as_bytes()).await?;
-        let mut descs = Vec::new();
-        for i in 0..layers {
-            let data = noise(2048 + i, seed * 100 + i as u64);
-            let d = self.push_blob(repo, &data).await?;
-            descs.push(json!({"mediaType": OCI_LAYER, "digest": d, "size": data.len()}));
-        }
-        Ok(json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()}, "layers": descs}))
-    }
-
-    /// Open an upload session (`POST` with `Content-Length: 0`) and return its `Location`.
-    async fn start_upload(&self, repo: &str) -> Result<String, Outcome> {
-        let r = self
-            .send(
-                self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-                    .header("content-length", "0"),
-            )
-            .await?;
-        ensure!(r.status() == StatusCode::ACCEPTED, "POST upload: {}", r.status());
-        location(&r)
-    }
-
-    /// `PATCH` one chunk, with `Content-Range` when `range` is given.
-    async fn patch(&self, loc: &str, range: Option<String>, data: &[u8]) -> Result<Response, Outcome> {
-        let mut rb = self
-            .req(Method::PATCH, loc)
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec());
-        if let Some(range) = range {
-            rb = rb.header("content-range", range);
-        }
-        self.send(rb).await
-    }
-
-    /// Push an image manifest and return (digest, bytes).
-    async fn pushed_image(&self, repo: &str, tag: &str, seed: u64) -> Result<(String, Vec<u8>), Outcome> {
-        let m = to_bytes(&self.image(repo, seed, 1).await?);
-        self.put_manifest_ok(repo, tag, OCI_MANIFEST, &m).await?;
-        Ok((sha256(&m), m))
-    }
-
+impl Deletes for Ctx {
     async fn delete(&self, path: &str) -> Result<Response, Outcome> {
         let r = self.send(self.req(Method::DELETE, path)).await?;
         if r.status() == StatusCode::METHOD_NOT_ALLOWED || r.status() == StatusCode::BAD_REQUEST {
@@ -359,26 +105,6 @@ impl Ctx {
             return Err(Outcome::Skip(format!("deletion unsupported ({})", r.status())));
         }
         Ok(r)
-    }
-}
-
-fn to_bytes(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
-}
-
-fn header(r: &Response, name: &str) -> Option<String> {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-fn location(r: &Response) -> Result<String, Outcome> {
-    header(r, "location").ok_or_else(|| Outcome::Fail(format!("no Location header ({})", r.status())))
-}
-
-fn with_query(loc: &str, q: &str) -> String {
-    if loc.contains('?') {
-        format!("{loc}&{q}")
-    } else {
-        format!("{loc}?{q}")
     }
 }
 
@@ -477,15 +203,20 @@ fn args() -> Args {
     a
 }
 
-/// Start Wharf (deletes enabled) on a free port with a temporary store.
-fn start_wharf(dir: &std::path::Path) -> (Child, String) {
+/// Start Wharf (deletes enabled) on a free port with a temporary store: the filesystem at `dir`,
+/// or with `inmemory`, the in-memory object store (the object-store code paths S3 takes).
+fn start_wharf(dir: &std::path::Path, inmemory: bool) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    if inmemory {
+        cmd.env("WHARF_STORAGE", "inmemory");
+    }
+    let child = cmd
         .arg("serve")
         .env("WHARF_HTTP_ADDR", &addr)
         .env("WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir)
@@ -504,6 +235,16 @@ fn start_wharf(dir: &std::path::Path) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+/// The workflow's name for the checks run on the in-memory store.
+fn inmemory_label(workflow: &str) -> &'static str {
+    match workflow {
+        "pull" => "pull (inmemory)",
+        "push" => "push (inmemory)",
+        "content discovery" => "content discovery (inmemory)",
+        _ => "content management (inmemory)",
+    }
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -511,17 +252,8 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-#[tokio::main]
-async fn main() {
-    let a = args();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = match &a.url {
-        Some(u) => (None, u.trim_end_matches('/').to_owned()),
-        None => {
-            let (c, b) = start_wharf(dir.path());
-            (Some(c), b)
-        }
-    };
+/// Run every check against the registry at `base`; results are (workflow, check, outcome).
+async fn run_checks(a: &Args, base: &str) -> Vec<(&'static str, &'static str, Outcome)> {
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -529,24 +261,20 @@ async fn main() {
             .unwrap()
             .as_millis()
     );
-    let ctx = Ctx {
-        base: base.clone(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap(),
-        user: a.user.clone(),
-        ns: format!("conformance/{run}"),
-        tokens: Default::default(),
-    };
+    let mut ctx = Ctx::new(base);
+    ctx.client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    ctx.user = a.user.clone();
+    ctx.ns = format!("conformance/{run}");
     let workflows: [(&str, Vec<(&str, CheckFn)>); 4] = [
         ("pull", pull::checks()),
         ("push", push::checks()),
         ("content discovery", discovery::checks()),
         ("content management", management::checks()),
     ];
-    println!("OCI distribution-spec conformance against {base} ({})\n", a.name);
-    let mut results: Vec<(&str, &str, Outcome)> = Vec::new();
+    let mut results = Vec::new();
     for (workflow, checks) in workflows {
         for (name, f) in checks {
             let outcome = match tokio::time::timeout(Duration::from_secs(120), f(&ctx)).await {
@@ -557,10 +285,40 @@ async fn main() {
             results.push((workflow, name, outcome));
         }
     }
-    if let Some(c) = child.as_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
+    results
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let mut results = Vec::new();
+    if let Some(u) = &a.url {
+        let base = u.trim_end_matches('/').to_owned();
+        println!("OCI distribution-spec conformance against {base} ({})\n", a.name);
+        results = run_checks(&a, &base).await;
+    } else {
+        // Wharf twice: on the filesystem, then on the in-memory object store, whose checks are
+        // listed under "<workflow> (inmemory)".
+        for inmemory in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut child, base) = start_wharf(dir.path(), inmemory);
+            let store = if inmemory { "in-memory store" } else { "filesystem" };
+            println!("OCI distribution-spec conformance against {base} ({}, {store})", a.name);
+            for (workflow, name, outcome) in run_checks(&a, &base).await {
+                let workflow = if inmemory { inmemory_label(workflow) } else { workflow };
+                results.push((workflow, name, outcome));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        println!();
     }
+    let workflows: Vec<&str> = results.iter().fold(Vec::new(), |mut v, (w, _, _)| {
+        if !v.contains(w) {
+            v.push(*w);
+        }
+        v
+    });
 
     // table per workflow
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -579,9 +337,9 @@ async fn main() {
             }
         }
     }
-    println!("\n{:<20} {:>6} {:>6} {:>7}", "workflow", "passed", "failed", "skipped");
+    println!("\n{:<30} {:>6} {:>6} {:>7}", "workflow", "passed", "failed", "skipped");
     let (mut tp, mut tf, mut ts) = (0, 0, 0);
-    for w in ["pull", "push", "content discovery", "content management"] {
+    for &w in &workflows {
         let of = |k: u8| {
             results
                 .iter()
@@ -596,16 +354,16 @@ async fn main() {
         };
         let (p, f, s) = (of(0), of(1), of(2));
         (tp, tf, ts) = (tp + p, tf + f, ts + s);
-        println!("{w:<20} {p:>6} {f:>6} {s:>7}");
+        println!("{w:<30} {p:>6} {f:>6} {s:>7}");
     }
-    println!("{:<20} {tp:>6} {tf:>6} {ts:>7}", "total");
+    println!("{:<30} {tp:>6} {tf:>6} {ts:>7}", "total");
 
     if let Some(path) = &a.junit {
         let mut xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"oci-conformance-{}\">\n",
             xml_escape(&a.name)
         );
-        for w in ["pull", "push", "content discovery", "content management"] {
+        for &w in &workflows {
             let cases: Vec<_> = results.iter().filter(|(wf, _, _)| *wf == w).collect();
             let nf = cases.iter().filter(|c| matches!(c.2, Outcome::Fail(_))).count();
             let ns = cases.iter().filter(|c| matches!(c.2, Outcome::Skip(_))).count();

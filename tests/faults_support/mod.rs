@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::common::{Server, random_bytes, sha256_digest};
+use super::common::{Api, Server, random_bytes, sha256_digest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const V2: &str = "docker/registry/v2";
@@ -228,17 +228,6 @@ pub fn make_image(seed: u64, layer_size: usize) -> Image {
     }
 }
 
-/// Monolithic blob push; returns the status.
-pub async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> reqwest::Result<u16> {
-    let d = sha256_digest(data);
-    let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .body(data.to_vec())
-        .send()
-        .await?;
-    Ok(r.status().as_u16())
-}
-
 pub async fn put_manifest(
     c: &reqwest::Client,
     base: &str,
@@ -257,8 +246,9 @@ pub async fn put_manifest(
 
 /// Push an image's blobs and its manifest under `tag`; the first status that is not 201, if any.
 pub async fn push_image(c: &reqwest::Client, base: &str, repo: &str, tag: &str, img: &Image) -> Result<(), String> {
+    let api = Api::new(base).with_client(c);
     for b in std::iter::once(&img.config).chain(&img.layers) {
-        match push_blob(c, base, repo, b).await {
+        match api.post_blob_status(repo, b).await {
             Ok(201) => {}
             other => return Err(format!("blob push: {other:?}")),
         }
