@@ -14,9 +14,11 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
 [ -x "$WHARF" ] || { echo "no wharf binary at $WHARF (cargo build first)" >&2; exit 1; }
-WORK=$(mktemp -d /tmp/wharf-e2e-run.XXXXXX)
 # shellcheck source=tests/e2e/lib.sh
 . "$ROOT/tests/e2e/lib.sh"
+# every script below runs in this private mount namespace (tests/e2e/lib.sh)
+private_blob_info_cache "$0" "$@"
+WORK=$(mktemp -d /tmp/wharf-e2e-run.XXXXXX)
 DATA=$WORK/data
 LOG=$WORK/wharf.log
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -49,8 +51,7 @@ fi
 echo "== garbage collection with real clients"
 gc_flow() {
   set -e
-  export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
-  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
+  private_containers_config
   local c keep drop blobs_before blobs_after
   for name in keep drop; do
     c=$(buildah from scratch)
