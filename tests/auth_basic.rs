@@ -8,7 +8,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// A server with htpasswd auth over `users`, `extra` TOML appended (rules, delete).
-fn start(users: &[(&str, &str)], extra: &str) -> Server {
+fn start(users: &[(&str, &str)], extra: &str) -> HtpasswdServer {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htpasswd");
     std::fs::write(&path, htpasswd(users)).unwrap();
@@ -16,10 +16,23 @@ fn start(users: &[(&str, &str)], extra: &str) -> Server {
         "[auth.htpasswd]\nrealm = \"wharf-test\"\npath = {:?}\n{extra}",
         path.display().to_string()
     );
-    let s = Server::start_with(&toml, &[]);
-    // keep the htpasswd directory alive with the server
-    std::mem::forget(dir);
-    s
+    HtpasswdServer {
+        server: Server::start_with(&toml, &[]),
+        _dir: dir,
+    }
+}
+
+/// The server and its htpasswd directory, removed after the server stops (fields drop in order).
+struct HtpasswdServer {
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for HtpasswdServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 fn base(s: &Server) -> String {
