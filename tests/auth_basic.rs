@@ -8,7 +8,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// A server with htpasswd auth over `users`, `extra` TOML appended (rules, delete).
-fn start(users: &[(&str, &str)], extra: &str) -> Server {
+fn start(users: &[(&str, &str)], extra: &str) -> HtpasswdServer {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htpasswd");
     std::fs::write(&path, htpasswd(users)).unwrap();
@@ -16,10 +16,23 @@ fn start(users: &[(&str, &str)], extra: &str) -> Server {
         "[auth.htpasswd]\nrealm = \"wharf-test\"\npath = {:?}\n{extra}",
         path.display().to_string()
     );
-    let s = Server::start_with(&toml, &[]);
-    // keep the htpasswd directory alive with the server
-    std::mem::forget(dir);
-    s
+    HtpasswdServer {
+        server: Server::start_with(&toml, &[]),
+        _dir: dir,
+    }
+}
+
+/// The server and its htpasswd directory, removed after the server stops (fields drop in order).
+struct HtpasswdServer {
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for HtpasswdServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 fn base(s: &Server) -> String {
@@ -215,6 +228,41 @@ async fn a_mount_from_a_repository_the_caller_may_not_pull_falls_back_to_an_uplo
             .await,
         201
     );
+}
+
+#[tokio::test]
+async fn a_mount_without_from_takes_the_blob_from_a_repository_the_caller_may_pull() {
+    let users = [("alice", "pa"), ("admin", "px")];
+    let s = start(&users, RULES);
+    let c = client();
+    let b = base(&s);
+    let alice = Cred::basic("alice", "pa");
+    let admin = Cred::basic("admin", "px");
+    push_image(&c, &b, "secret/db", "v1", &admin, 7).await.unwrap();
+    push_image(&c, &b, "team-a/app", "v1", &alice, 8).await.unwrap();
+    let secret_layer = sha256_digest(&random_bytes(2000, 7));
+    let team_layer = sha256_digest(&random_bytes(2000, 8));
+    let anonymous_mount = |d: &str| alice.apply(c.post(s.url(&format!("/v2/team-a/copy/blobs/uploads/?mount={d}"))));
+    // team-a/app holds the layer and alice may pull it: mounted, as without auth
+    let r = anonymous_mount(&team_layer).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers().get("location").unwrap().to_str().unwrap(),
+        format!("/v2/team-a/copy/blobs/{team_layer}")
+    );
+    assert_eq!(
+        status(alice.apply(c.head(s.url(&format!("/v2/team-a/copy/blobs/{team_layer}"))))).await,
+        200
+    );
+    // only secret/db holds this one: an upload session, and nothing is linked
+    assert_eq!(status(anonymous_mount(&secret_layer)).await, 202);
+    assert_eq!(
+        status(alice.apply(c.head(s.url(&format!("/v2/team-a/copy/blobs/{secret_layer}"))))).await,
+        404
+    );
+    // a blob stored nowhere: an upload session
+    let nowhere = sha256_digest(b"stored nowhere");
+    assert_eq!(status(anonymous_mount(&nowhere)).await, 202);
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
         (Blob { name, digest }, &Method::HEAD) => blobs::get(app, name, digest, h, true).await,
         (Blob { name, digest }, &Method::DELETE) => blobs::delete(app, name, digest).await,
         (UploadStart { name }, &Method::POST) => {
-            uploads::start(app, name, &q, h, body, &uploads::client_key(&caller, peer)).await
+            uploads::start(app, name, &q, h, body, &caller, &uploads::client_key(&caller, peer)).await
         }
         (Upload { name, id }, &Method::GET) => uploads::status(app, name, id).await,
         (Upload { name, id }, &Method::PATCH) => uploads::patch(app, name, id, h, body).await,
@@ -164,8 +164,10 @@ async fn authorize(
         .auth
         .check(req, &route.required_access(method), &mount_source)
         .await?;
+    // A mount needs pull on its source; without it the request falls back to a plain upload
+    // session. Without a source, `uploads::start` mounts only from a repository the caller may pull.
     if matches!(route, V2Route::UploadStart { .. }) && q.contains_key("mount") && app.auth.enabled() {
-        let pullable = q.get("from").is_some_and(|f| app.auth.may_pull(&caller, f));
+        let pullable = q.get("from").is_none_or(|f| app.auth.may_pull(&caller, f));
         if !pullable {
             q.remove("mount");
             q.remove("from");

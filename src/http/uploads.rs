@@ -103,11 +103,11 @@ pub async fn start(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
+    caller: &crate::auth::Caller,
     client: &str,
 ) -> Result<Response> {
     if let Some(mount) = digest_param(q, "mount")? {
-        let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
-        if app.registry.mount_blob(name, &mount, from.as_ref()).await?.is_some() {
+        if mount_blob(app, name, &mount, q, caller).await? {
             return Ok(created(name, &mount));
         }
         // Not mountable: the spec's fallback is a new session (202).
@@ -124,6 +124,26 @@ pub async fn start(
     };
     let st = app.registry.start_upload(name, alg, client).await?;
     Ok(accepted(name, &st, StatusCode::ACCEPTED))
+}
+
+/// A cross-repository mount: from `from`, else (auth on) from a repository the caller may
+/// pull, else from any stored copy. `false`: not mountable.
+async fn mount_blob(
+    app: &App,
+    name: &RepoName,
+    mount: &Digest,
+    q: &HashMap<String, String>,
+    caller: &crate::auth::Caller,
+) -> Result<bool> {
+    let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
+    let info = match from {
+        None if app.auth.enabled() => {
+            let may_pull = |repo: &str| app.auth.may_pull(caller, repo);
+            app.registry.mount_blob_from_pullable(name, mount, &may_pull).await?
+        }
+        _ => app.registry.mount_blob(name, mount, from.as_ref()).await?,
+    };
+    Ok(info.is_some())
 }
 
 pub async fn status(app: &App, name: &RepoName, id: &UploadId) -> Result<Response> {

@@ -74,6 +74,35 @@ impl Registry {
         Ok(Some(info))
     }
 
+    /// Mount without `from` for a caller who may pull only some repositories (auth on): link
+    /// `d` from the first repository, in catalog order, that `may_pull` accepts and that serves
+    /// it. `None`: no such repository (or the blob is stored nowhere), so the caller uploads.
+    /// Costs one stat per pullable repository until one serves it; only this request pays it.
+    pub async fn mount_blob_from_pullable(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        may_pull: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Option<BlobInfo>> {
+        if self.stat_cas(d).await?.is_none() {
+            return Ok(None);
+        }
+        let mut last: Option<String> = None;
+        loop {
+            let page = self.catalog_filtered(last.as_deref(), Some(1000), may_pull).await?;
+            for name in &page.items {
+                let Ok(from) = RepoName::parse(name) else { continue };
+                if let Some(info) = self.mount_blob(repo, d, Some(&from)).await? {
+                    return Ok(Some(info));
+                }
+            }
+            if !page.more {
+                return Ok(None);
+            }
+            last = page.items.last().cloned();
+        }
+    }
+
     /// The stored copy of a blob, whatever repository it belongs to.
     pub(crate) async fn stat_cas(&self, d: &Digest) -> Result<Option<BlobInfo>> {
         match self.driver.stat(&paths::blob_data(d)).await {

@@ -12,20 +12,20 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
 [ -x "$WHARF" ] || { echo "no wharf binary at $WHARF (cargo build first)" >&2; exit 1; }
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
+private_blob_info_cache "$0" "$@"
 WORK=$(mktemp -d /tmp/wharf-e2e-auth.XXXXXX)
 LOG=$WORK/wharf.log
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 R=127.0.0.1:$PORT
 CERTS=$WORK/certs              # --cert-dir: holds ca.crt
-export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+private_containers_config
 export REGISTRY_AUTH_FILE=$WORK/auth.json
 echo "{}" > "$REGISTRY_AUTH_FILE"
-printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
-rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
 PASS=alice-e2e-pw-7c1f
 BAD=not-alices-pw-93ab
-# shellcheck source=tests/e2e/lib.sh
-. "$(dirname "$0")/lib.sh"
+echo "Wharf with TLS and auth on $R (a free loopback port)"
 
 start_wharf() { # VAR=value pairs for the server's environment
   : > "$LOG"

@@ -11,20 +11,14 @@ set -uo pipefail
 R=${1:?usage: clients.sh HOST:PORT}
 HERE=$(cd "$(dirname "$0")" && pwd)
 VENV=${E2E_VENV:-/opt/wharf-e2e-venv}
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+private_blob_info_cache "$0" "$@"   # c/image's blob-info cache: start from none, host's untouched
 WORK=$(mktemp -d /tmp/wharf-e2e.XXXXXX)
-export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
-cat > "$CONTAINERS_STORAGE_CONF" <<CONF
-[storage]
-driver = "overlay"
-graphroot = "$WORK/storage"
-runroot = "$WORK/run"
-CONF
-# c/image's blob-info cache decides HEADs and mounts from history: start from none.
-rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+trap clean_work EXIT
+private_containers_config
 T=--tls-verify=false
 ST=(--src-tls-verify=false --dest-tls-verify=false)
-# shellcheck source=tests/e2e/lib.sh
-. "$(dirname "$0")/lib.sh"
 
 cleanup() { clean_work; }
 
@@ -154,7 +148,7 @@ umoci_no_media_type() {
 
 oras_artifacts() {
   skopeo copy -q "${ST[@]}" "docker://$R/e2e/small:v1" "docker://$R/e2e/artifacts:image"
-  "$VENV/bin/python" "$HERE/oras_flow.py" "$R" e2e/artifacts image
+  TMPDIR=$WORK "$VENV/bin/python" "$HERE/oras_flow.py" "$R" e2e/artifacts image
 }
 
 skopeo_delete() {

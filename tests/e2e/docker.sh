@@ -22,7 +22,11 @@ R=${1:?usage: docker.sh HOST:PORT}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+private_blob_info_cache "$0" "$@"
 WORK=$(mktemp -d /tmp/wharf-e2e-docker.XXXXXX)
+private_containers_config   # podman's temporary directory (its store is given by --root below)
 export DOCKER_BUILDKIT=0
 # shellcheck disable=SC1091 # checked on its own
 source "$HERE/dockerd.sh"
@@ -35,12 +39,11 @@ export DOCKER_CONFIG=$WORK/docker-config
 mkdir -p "$DOCKER_CONFIG"
 echo '{"auths":{}}' > "$DOCKER_CONFIG/config.json"   # podman reads it too, and wants it to exist
 PIDS=()
-# shellcheck source=tests/e2e/lib.sh
-. "$(dirname "$0")/lib.sh"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cleanup() {
+  [ -d "$WORK" ] || return 0
   docker rm -f wharf-ci >/dev/null 2>&1
   docker volume rm wharf-ci-data >/dev/null 2>&1
   local p
@@ -51,6 +54,7 @@ cleanup() {
 }
 
 on_failure() { cleanup; }
+trap cleanup EXIT
 
 
 # The digest `docker push` reports ("v1: digest: sha256:... size: N").

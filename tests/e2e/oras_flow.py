@@ -5,14 +5,18 @@ filter), pulls of both compared byte for byte, and a chunked upload.
 usage: oras_flow.py REGISTRY SUBJECT_REPO SUBJECT_TAG   (the image must already be in SUBJECT_REPO)
 Set E2E_SKIP_REFERRERS=1 for registries without the referrers API (Distribution 2.8.2).
 """
-import hashlib, json, os, sys, tempfile, urllib.request
+import atexit, hashlib, json, os, shutil, sys, tempfile, urllib.request
 
 import oras.client
 
 R, REPO, TAG = sys.argv[1], sys.argv[2], sys.argv[3]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
-os.chdir(tempfile.mkdtemp(prefix="wharf-e2e-oras."))  # oras-py validates paths under the cwd
+# oras-py validates paths under the cwd: work in a directory of our own (under $TMPDIR, which
+# clients.sh sets to its own), removed on exit, failed or not
+WORKDIR = tempfile.mkdtemp(prefix="wharf-e2e-oras.")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+os.chdir(WORKDIR)
 client = oras.client.OrasClient(hostname=R, insecure=True)
 
 

@@ -10,21 +10,21 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
 [ -x "$WHARF" ] || { echo "no wharf binary at $WHARF (cargo build first)" >&2; exit 1; }
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
+private_blob_info_cache "$0" "$@"
 WORK=$(mktemp -d /tmp/wharf-e2e-proxy.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=127.0.0.1:$(free_port)       # the upstream
 C=127.0.0.1:$(free_port)        # the cache (every repository)
 P=127.0.0.1:$(free_port)        # the cache by prefix (hub/ -> the upstream)
-export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+private_containers_config
 export REGISTRY_AUTH_FILE=$WORK/auth.json
 echo "{}" > "$REGISTRY_AUTH_FILE"
-printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
-rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
 MIRROR_PW=mirror-e2e-pw-41d2
 PUSH_PW=pusher-e2e-pw-9b07
 IMG=localhost/e2e-proxy/img:latest
-# shellcheck source=tests/e2e/lib.sh
-. "$(dirname "$0")/lib.sh"
+echo "upstream Wharf on $UP, caches on $C (every repository) and $P (by prefix): free loopback ports"
 
 start() { # NAME ADDR [VAR=value...]: a Wharf on ADDR with its own store and log
   local name=$1 addr=$2

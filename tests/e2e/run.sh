@@ -4,19 +4,21 @@
 # one deleted by digest with curl, GC with --dry-run then for real while the server is read-only,
 # the other image pulled with podman and its digest compared; then auth.sh (htpasswd and token
 # auth over TLS with podman and skopeo), then proxy.sh (podman through a pull-through cache of a
-# Wharf that requires bearer tokens).
-# the other image pulled with podman and its digest compared. Then a real Docker engine:
-# tests/e2e/docker.sh (docker build/push/pull/manifest/login, Wharf's image built, pushed, pulled
-# and run) and tests/e2e/seeds.sh (the seeds' registry:2 labs against that image).
+# Wharf that requires bearer tokens). Then a real Docker engine: tests/e2e/docker.sh (docker
+# build/push/pull/manifest/login, Wharf's image built, pushed, pulled and run) and
+# tests/e2e/seeds.sh (a course's registry:2 labs against that image). Every port is a free one,
+# and every script runs in one private mount namespace (tests/e2e/lib.sh) and cleans up on exit.
 #
 #   bash tests/e2e/run.sh            (after tests/e2e/install.sh; WHARF_BIN defaults to target/debug/wharf)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
 [ -x "$WHARF" ] || { echo "no wharf binary at $WHARF (cargo build first)" >&2; exit 1; }
-WORK=$(mktemp -d /tmp/wharf-e2e-run.XXXXXX)
 # shellcheck source=tests/e2e/lib.sh
 . "$ROOT/tests/e2e/lib.sh"
+# every script below runs in this private mount namespace (tests/e2e/lib.sh)
+private_blob_info_cache "$0" "$@"
+WORK=$(mktemp -d /tmp/wharf-e2e-run.XXXXXX)
 DATA=$WORK/data
 LOG=$WORK/wharf.log
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -49,8 +51,7 @@ fi
 echo "== garbage collection with real clients"
 gc_flow() {
   set -e
-  export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
-  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
+  private_containers_config
   local c keep drop blobs_before blobs_after
   for name in keep drop; do
     c=$(buildah from scratch)
@@ -101,7 +102,7 @@ echo "== pull-through cache with podman, the upstream requiring tokens (tests/e2
 WHARF_BIN=$WHARF bash "$ROOT/tests/e2e/proxy.sh" || exit 1
 
 # A real Docker engine (issue 8): its flows and the image build check against this Wharf, then
-# the seeds' registry:2 labs against the image it built and pulled back.
+# the course's registry:2 labs against the image it built and pulled back.
 # shellcheck disable=SC1091 # checked on its own
 source "$ROOT/tests/e2e/dockerd.sh"
 trap 'dockerd_stop; stop_wharf; rm -rf "$WORK"' EXIT
@@ -110,7 +111,7 @@ start_wharf || exit 1   # read-write again (the GC flow left it read-only)
 echo "== a real Docker engine"
 dockerd_start || exit 1
 WHARF_BIN=$WHARF WHARF_IMAGE_FILE=$WORK/image bash "$ROOT/tests/e2e/docker.sh" "$R" || exit 1
-echo "== the seeds' registry:2 labs, against Wharf's image"
+echo "== the course's registry:2 labs, against Wharf's image"
 WHARF_BIN=$WHARF WHARF_IMAGE=$(cat "$WORK/image") bash "$ROOT/tests/e2e/seeds.sh" || exit 1
 echo "== Wharf's metrics after the run"
 curl -sf "http://$R/metrics" | grep -E '^wharf_(pushes|pulls)_total' | tee "$WORK/metrics.txt"

@@ -1,65 +1,46 @@
 #!/usr/bin/env bash
-# The registry:2 labs of the course material (../shared/seeds), replayed against Wharf's image:
-# each command as the seed writes it, with `registry:2` replaced by the Wharf image, and these
-# changes forced by the machine (each marked "replay:" below):
-# - `-p 5000:5000` becomes `--network host` (dockerd runs with --bridge=none here);
-# - images the seeds pull from Docker Hub (alpine, nginx:alpine) are built locally FROM scratch
+# The registry:2 labs of a container-registry course (its "Running a Private Registry" to
+# "Multi-Architecture Images" parts, and module 3's podman lab; the course text is not in this
+# repository), replayed against Wharf's image: each command as the course writes it, with
+# `registry:2` replaced by the Wharf image, and these changes forced by the machine (each marked
+# "replay:" below):
+# - `-p 5000:5000` becomes `--network host` (dockerd runs with --bridge=none here), and port
+#   5000 a free port (so a registry already on :5000 does not stop the run);
+# - images the course pulls from Docker Hub (alpine, nginx:alpine) are built locally FROM scratch
 #   under the same names; `docker run httpd:2 htpasswd` is the host's htpasswd;
 # - ~/lab is a temporary directory;
 # - Wharf runs as uid 65532, not root: the TLS key openssl writes (mode 0600) is made readable
 #   to that group;
 # - garbage-collect on a running read-write Wharf is refused (GC would race the pushes; the
-#   seed itself warns about this): the replay checks the refusal, restarts the registry
-#   read-only and runs the seed's GC commands in it.
+#   course itself warns about this): the replay checks the refusal, restarts the registry
+#   read-only and runs the course's GC commands in it.
 # The TLS and htpasswd labs run when the build supports them (`wharf check-config` accepts their
 # REGISTRY_* variables) and are skipped, saying so, otherwise.
 #
 #   bash tests/e2e/seeds.sh
 #
 # Env: WHARF_IMAGE (the image to run; default: built here from WHARF_BIN with
-# contrib/image/build.sh), WHARF_BIN (default target/debug/wharf), SEEDS_PORT (default 5000, the
-# seeds' port), DOCKER_HOST (else a private dockerd is started). Prints "N passed, N failed".
+# contrib/image/build.sh), WHARF_BIN (default target/debug/wharf), SEEDS_PORT (default: a free
+# port; SEEDS_PORT=5000 is the course's own), DOCKER_HOST (else a private dockerd is started).
+# Prints "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WHARF=${WHARF_BIN:-$ROOT/target/debug/wharf}
-P=${SEEDS_PORT:-5000}
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+private_blob_info_cache "$0" "$@"
+# replay: a free port (on every address: the registry listens on all of them), unless SEEDS_PORT
+P=${SEEDS_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])')}
 WORK=$(mktemp -d /tmp/wharf-e2e-seeds.XXXXXX)
-LAB=$WORK/lab   # the seeds' ~/lab
+LAB=$WORK/lab   # the course's ~/lab
+private_containers_config
 export DOCKER_BUILDKIT=0
 # shellcheck disable=SC1091 # checked on its own
 source "$HERE/dockerd.sh"
 OWN_DOCKERD=0
-if [ -z "${DOCKER_HOST:-}" ]; then
-  dockerd_start || exit 1
-  OWN_DOCKERD=1
-fi
-export DOCKER_CONFIG=$WORK/docker-config
-mkdir -p "$DOCKER_CONFIG" "$LAB"
-echo '{"auths":{}}' > "$DOCKER_CONFIG/config.json"
-export REGISTRY_AUTH_FILE=$WORK/auth.json   # podman login's file
-echo '{"auths":{}}' > "$REGISTRY_AUTH_FILE"
-export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
-printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$WORK/storage" "$WORK/run" > "$CONTAINERS_STORAGE_CONF"
-rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
-# shellcheck source=tests/e2e/lib.sh
-. "$(dirname "$0")/lib.sh"
-STEP_DIR=$LAB
-
-if [ -z "${WHARF_IMAGE:-}" ]; then
-  WHARF_IMAGE=wharf:seeds
-  bash "$ROOT/contrib/image/build.sh" --binary "$WHARF" --tag "$WHARF_IMAGE" >/dev/null || exit 1
-fi
-IMAGE=$WHARF_IMAGE
-# replay: the seeds' port is 5000; another one if SEEDS_PORT says so
-PORT_ENV=()
-[ "$P" = 5000 ] || PORT_ENV=(-e "REGISTRY_HTTP_ADDR=:$P")
-if curl -s -o /dev/null "http://localhost:$P/"; then
-  echo "port $P is in use on this machine: set SEEDS_PORT to a free port" >&2
-  exit 1
-fi
-
 cleanup() {
+  [ -d "$WORK" ] || return 0
   docker container rm -f registry secure-registry auth-registry gc-registry mirror >/dev/null 2>&1
   docker volume rm registry-data gc-test >/dev/null 2>&1
   podman rmi -a -f >/dev/null 2>&1
@@ -74,9 +55,33 @@ on_failure() {
   done
   cleanup
 }
+trap cleanup EXIT
+if [ -z "${DOCKER_HOST:-}" ]; then
+  dockerd_start || exit 1
+  OWN_DOCKERD=1
+fi
+export DOCKER_CONFIG=$WORK/docker-config
+mkdir -p "$DOCKER_CONFIG" "$LAB"
+echo '{"auths":{}}' > "$DOCKER_CONFIG/config.json"
+export REGISTRY_AUTH_FILE=$WORK/auth.json   # podman login's file
+echo '{"auths":{}}' > "$REGISTRY_AUTH_FILE"
+STEP_DIR=$LAB
+
+if [ -z "${WHARF_IMAGE:-}" ]; then
+  WHARF_IMAGE=wharf:seeds
+  bash "$ROOT/contrib/image/build.sh" --binary "$WHARF" --tag "$WHARF_IMAGE" >/dev/null || exit 1
+fi
+IMAGE=$WHARF_IMAGE
+# replay: the course's port is 5000; the registry listens on $P instead unless that is 5000
+PORT_ENV=()
+[ "$P" = 5000 ] || PORT_ENV=(-e "REGISTRY_HTTP_ADDR=:$P")
+if curl -s -o /dev/null "http://localhost:$P/"; then
+  echo "port $P is in use on this machine: set SEEDS_PORT to a free port (or leave it unset)" >&2
+  exit 1
+fi
 
 
-# `docker container run -d -p 5000:5000 ...` of the seeds, on this machine.
+# `docker container run -d -p 5000:5000 ...` of the course, on this machine.
 run_registry() { docker container run -d --network host "${PORT_ENV[@]}" "$@"; }
 
 wait_up() { # [SCHEME]
@@ -130,7 +135,7 @@ private_registry() {
   expect '{"name":"myalpine","tags":["1.0"]}' curl -s "http://localhost:$P/v2/myalpine/tags/list"
   docker image rm "localhost:$P/myalpine:1.0"
   docker image pull "localhost:$P/myalpine:1.0"
-  # skopeo (seed 003's "inspect remote image metadata" and "get image digest")
+  # skopeo (the course's "inspect remote image metadata" and "get image digest")
   skopeo inspect --tls-verify=false "docker://localhost:$P/myalpine:1.0" | jq -r '.Digest'
   expect "$(docker image inspect "localhost:$P/myalpine:1.0" --format '{{index .RepoDigests 0}}' | cut -d@ -f2)" \
     sh -c "skopeo inspect --tls-verify=false docker://localhost:$P/myalpine:1.0 | jq -r .Digest"
@@ -205,7 +210,7 @@ tls() {
 htpasswd_auth() {
   mkdir -p "$LAB/auth" && cd "$LAB/auth"
   # shellcheck disable=SC2094 # the command htpasswd does not read the file htpasswd
-  htpasswd -Bbn admin secretpassword > htpasswd   # replay: the seed runs this in httpd:2
+  htpasswd -Bbn admin secretpassword > htpasswd   # replay: the course runs this in httpd:2
   cat htpasswd
   run_registry \
     --name auth-registry \
@@ -225,7 +230,7 @@ htpasswd_auth() {
   docker image tag alpine "localhost:$P/alpine:latest"
   docker image push "localhost:$P/alpine:latest"
   curl -u admin:secretpassword "http://localhost:$P/v2/_catalog" | jq -e '.repositories == ["alpine"]'
-  docker logout "localhost:$P"   # the seed's cleanup; before podman, which would use docker's login too
+  docker logout "localhost:$P"   # the course's cleanup; before podman, which would use docker's login too
   # podman login <registry> / podman logout <registry> (module 3)
   skopeo copy -q --src-daemon-host "$DOCKER_HOST" \
     "docker-daemon:alpine:latest" "containers-storage:docker.io/library/alpine:latest"
@@ -272,7 +277,7 @@ garbage_collection() {
     echo "garbage-collect ran beside a read-write registry"; return 1
   fi
   grep -q 'wharf.lock' "$WORK/gc.out"
-  # ... so the registry is restarted read-only on the same volume, and the seed's commands run
+  # ... so the registry is restarted read-only on the same volume, and the course's commands run
   docker container rm -f gc-registry
   run_registry \
     --name gc-registry \
@@ -342,7 +347,7 @@ tls_supported() {
   env REGISTRY_HTTP_TLS_CERTIFICATE=/dev/null REGISTRY_HTTP_TLS_KEY=/dev/null "$WHARF" check-config >/dev/null 2>&1
 }
 
-echo "== the registry:2 labs of shared/seeds against $IMAGE on localhost:$P"
+echo "== the course's registry:2 labs against $IMAGE on localhost:$P (SEEDS_PORT=${SEEDS_PORT:-unset: a free port})"
 step "local stand-ins for alpine, nginx:alpine, nginx:stable" local_images
 step "private registry: podman and docker push/pull, catalog, tags, metrics" private_registry
 step "persistent storage across a crash; pull by digest" persistent_storage
