@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod header_names;
 pub mod hooks;
 pub mod http;
 pub mod metrics;

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use super::route::Reference;
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::header_names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use crate::proxy::{ManifestRef, warning_header};
 use crate::registry::manifests::StoredManifest;
 use crate::registry::names::{RepoName, Tag};
@@ -48,7 +49,7 @@ pub async fn get(
     let etag = format!("\"{}\"", m.digest);
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))
-        .header("docker-content-digest", hv(&m.digest.to_string()))
+        .header(DOCKER_CONTENT_DIGEST, hv(&m.digest.to_string()))
         .header(header::ETAG, hv(&etag));
     if let Some(w) = warning {
         resp = resp.header(header::WARNING, hv(&warning_header(&w)));
@@ -153,20 +154,17 @@ pub async fn put(
         StatusCode::CREATED,
         [
             (header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", out.digest))),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(&out.digest.to_string()),
-            ),
+            (DOCKER_CONTENT_DIGEST, hv(&out.digest.to_string())),
             (header::CONTENT_LENGTH, hv("0")),
         ],
     )
         .into_response();
     if digest.is_some() && !tags.is_empty() {
         let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        resp.headers_mut().insert("oci-tag", hv(&list.join(", ")));
+        resp.headers_mut().insert(OCI_TAG, hv(&list.join(", ")));
     }
     if let Some(subject) = out.subject {
-        resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
+        resp.headers_mut().insert(OCI_SUBJECT, hv(&subject.to_string()));
     }
     Ok(resp)
 }

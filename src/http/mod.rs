@@ -216,7 +216,7 @@ fn base() -> Response {
 async fn api_version(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     resp.headers_mut().insert(
-        "docker-distribution-api-version",
+        crate::header_names::DOCKER_DISTRIBUTION_API_VERSION,
         HeaderValue::from_static("registry/2.0"),
     );
     resp

@@ -18,10 +18,9 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::route;
+use crate::header_names::X_REQUEST_ID;
 use crate::metrics::{KindLabels, Metrics, RequestLabels, RouteLabels};
 use crate::shutdown::Abort;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct Observe {
     pub metrics: Arc<Metrics>,
@@ -60,7 +59,7 @@ impl Observe {
 /// A request id from the client is kept if it is short and plain; otherwise a fresh one.
 fn request_id(req: &Request) -> String {
     req.headers()
-        .get(&REQUEST_ID)
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
@@ -156,7 +155,7 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Nex
     let mut resp = next.run(req).instrument(span).await;
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, v);
+        headers.insert(X_REQUEST_ID, v);
     }
     for (name, value) in &obs.headers {
         if !headers.contains_key(name) {
@@ -168,7 +167,7 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Nex
     let (parts, body) = resp.into_parts();
     let length = parts
         .headers
-        .get(axum::http::header::CONTENT_LENGTH)
+        .get(crate::header_names::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
     Response::from_parts(
         parts,

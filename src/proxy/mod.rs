@@ -239,7 +239,7 @@ impl Proxy {
         let upstream_digest = match head {
             Ok(resp) => resp
                 .headers()
-                .get("docker-content-digest")
+                .get(crate::header_names::DOCKER_CONTENT_DIGEST)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<Digest>().ok()),
             Err(f) if f.is_outage() => {
@@ -297,12 +297,12 @@ impl Proxy {
         };
         let content_type = resp
             .headers()
-            .get("content-type")
+            .get(crate::header_names::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let header_digest = resp
             .headers()
-            .get("docker-content-digest")
+            .get(crate::header_names::DOCKER_CONTENT_DIGEST)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
         if resp
@@ -463,8 +463,8 @@ impl Proxy {
             Err(Failure::NotFound) => return Err(Error::BlobUnknown(d.to_string())),
             Err(f) => return Err(blob_upstream_error(t, f)),
         };
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-        if let Some(theirs) = header("docker-content-digest")
+        let header = |name: axum::http::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(theirs) = header(crate::header_names::DOCKER_CONTENT_DIGEST)
             && theirs.parse::<Digest>().ok().as_ref() != Some(d)
         {
             return Err(Error::Upstream(format!(
@@ -472,7 +472,7 @@ impl Proxy {
                 t.url()
             )));
         }
-        let size: Option<u64> = header("content-length").and_then(|v| v.parse().ok());
+        let size: Option<u64> = header(crate::header_names::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         match reg.stat_cas(d).await? {
             Some(stored) if size.is_none_or(|s| s == stored.size) => match reg.mount_blob(repo, d, None).await? {
                 Some(info) => {
