@@ -54,16 +54,7 @@ pub async fn get(
     if let Some(w) = warning {
         resp = resp.header(header::WARNING, hv(&warning_header(&w)));
     }
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t == etag || t.trim_matches('"') == m.digest.to_string())
-        });
-    if matches {
+    if super::headers::if_none_match(headers, &m.digest) {
         return Ok(resp
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
