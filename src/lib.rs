@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_limit;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -4,10 +4,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 
 use super::route::Reference;
 use super::{App, hv};
+use crate::body_limit;
 use crate::error::{Error, Result};
 use crate::header_names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use crate::proxy::{ManifestRef, warning_header};
@@ -94,6 +94,9 @@ impl AsRef<[u8]> for Held {
     }
 }
 
+/// How much of a refused manifest body is read and discarded (`body_limit::drain`).
+const DRAIN_LIMIT: usize = 64 << 20;
+
 /// Tags accepted in one push by digest (`?tag=`); more answer 414.
 const MAX_QUERY_TAGS: usize = 100;
 
@@ -109,20 +112,21 @@ pub async fn put(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
-    if declared.is_some_and(|l| l > MANIFEST_LIMIT as u64) {
-        drain(&mut stream).await;
-        return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
-    }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(4096).min(MANIFEST_LIMIT as u64) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::ManifestInvalid(format!("reading the body failed: {e}")))?;
-        if buf.len() + chunk.len() > MANIFEST_LIMIT {
-            drain(&mut stream).await;
+    let mut body = body;
+    let read = match declared {
+        Some(l) if l > MANIFEST_LIMIT as u64 => Err(body_limit::ReadError::TooLarge),
+        _ => body_limit::read(&mut body, MANIFEST_LIMIT).await,
+    };
+    let buf = match read {
+        Ok(buf) => buf,
+        Err(body_limit::ReadError::TooLarge) => {
+            body_limit::drain(body, DRAIN_LIMIT).await;
             return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Err(body_limit::ReadError::Body(e)) => {
+            return Err(Error::ManifestInvalid(format!("reading the body failed: {e}")));
+        }
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     // A push by digest may name tags with `?tag=` (distribution-spec main, end-7b).
     let query_tags: Vec<Tag> = query
@@ -139,7 +143,7 @@ pub async fn put(
     };
     let out = app
         .registry
-        .put_manifest(name, &tags, digest, content_type, buf.into())
+        .put_manifest(name, &tags, digest, content_type, buf)
         .await?;
     let mut resp = (
         StatusCode::CREATED,
@@ -158,19 +162,6 @@ pub async fn put(
         resp.headers_mut().insert(OCI_SUBJECT, hv(&subject.to_string()));
     }
     Ok(resp)
-}
-
-/// Read and discard what is left of a refused body (up to a bound), so the client, which is
-/// still sending, gets to read the error instead of a broken pipe.
-async fn drain(stream: &mut axum::body::BodyDataStream) {
-    const DRAIN_LIMIT: usize = 64 << 20;
-    let mut drained = 0;
-    while drained < DRAIN_LIMIT {
-        match stream.next().await {
-            Some(Ok(chunk)) => drained += chunk.len(),
-            _ => break,
-        }
-    }
 }
 
 pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response> {

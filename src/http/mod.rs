@@ -45,12 +45,7 @@ pub fn router(app: AppState) -> Router {
     let mut r = Router::new();
     if app.auth.issues_tokens() {
         r = r
-            .route(
-                "/token",
-                axum::routing::get(token::get)
-                    .post(token::post)
-                    .layer(DefaultBodyLimit::max(64 * 1024)),
-            )
+            .route("/token", axum::routing::get(token::get).post(token::post))
             .route("/token/jwks.json", axum::routing::get(token::jwks));
     }
     r.fallback(dispatch)
@@ -175,17 +170,7 @@ async fn handle(app: &App, req: Request) -> Result<Response> {
 /// they need a token; a larger body (a blob) is cut off and the connection closed.
 async fn drain_refused(body: Body) {
     const LIMIT: usize = 8 << 20;
-    let mut stream = body.into_data_stream();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let mut drained = 0;
-        while drained < LIMIT {
-            match stream.next().await {
-                Some(Ok(chunk)) => drained += chunk.len(),
-                _ => break,
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), crate::body_limit::drain(body, LIMIT)).await;
 }
 
 /// Request extension the server adds on TLS connections.

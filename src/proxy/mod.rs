@@ -691,16 +691,14 @@ fn blob_upstream_error(t: &Target, f: Failure) -> Error {
 }
 
 async fn read_limited(resp: upstream_http::Response, limit: usize) -> std::result::Result<Bytes, String> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| upstream::describe(&e))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(format!("more than {limit} bytes"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.into())
+    let body = http_body_util::StreamBody::new(resp.bytes_stream().map(|r| r.map(http_body::Frame::data)));
+    crate::body_limit::read(body, limit).await.map_err(|e| match e {
+        crate::body_limit::ReadError::TooLarge => format!("more than {limit} bytes"),
+        crate::body_limit::ReadError::Body(e) => match e.downcast_ref::<upstream_http::Error>() {
+            Some(e) => upstream::describe(e),
+            None => e.to_string(),
+        },
+    })
 }
 
 /// `Warning: 299 - "text"` (RFC 7234 §5.5), with the text made safe for a quoted string.
