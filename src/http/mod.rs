@@ -72,8 +72,8 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn handle(app: &App, req: Request) -> Result<Response> {
-    let route = route::parse(req.uri().path())?;
+async fn handle(app: &App, mut req: Request) -> Result<Response> {
+    let route = route::take(&mut req)?;
     // All query pairs in order (`tag` may repeat), and the last value of each key.
     let pairs: Vec<(String, String)> = match Query::try_from_uri(req.uri()) {
         Ok(Query(p)) => p,

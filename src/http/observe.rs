@@ -81,27 +81,17 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// The route template of a path, and the `/v2/` route kind when it is one.
-fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static str>) {
-    if path == "/v2" || path.starts_with("/v2/") {
-        return match route::parse(path) {
-            Ok(r) => {
-                let kind = r.kind();
-                let template = match kind {
-                    "base" => "/v2/",
-                    "catalog" => "/v2/_catalog",
-                    "tags" => "/v2/{name}/tags/list",
-                    "manifest" => "/v2/{name}/manifests/{reference}",
-                    "blob" => "/v2/{name}/blobs/{digest}",
-                    "upload_start" => "/v2/{name}/blobs/uploads/",
-                    "upload" => "/v2/{name}/blobs/uploads/{uuid}",
-                    "referrers" => "/v2/{name}/referrers/{digest}",
-                    _ => "/v2/*",
-                };
-                (template, Some(kind))
-            }
-            Err(_) => ("/v2/*", None),
-        };
+/// The route template of a path, and the `/v2/` route kind when it is one; `parsed` is the
+/// path's [`route::parse`] for a `/v2/` path.
+fn labels(
+    path: &str,
+    parsed: Option<&crate::error::Result<route::V2Route>>,
+    metrics_path: &str,
+) -> (&'static str, Option<&'static str>) {
+    match parsed {
+        Some(Ok(r)) => return (r.template(), Some(r.kind())),
+        Some(Err(_)) => return ("/v2/*", None),
+        None => {}
     }
     if path == metrics_path {
         return ("/metrics", None);
@@ -116,12 +106,17 @@ fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static st
     }
 }
 
-pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(obs): State<Arc<Observe>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (route, kind) = route_of(&path, &obs.metrics_path);
+    // The route is parsed here, once: the dispatcher takes it from the request (`route::take`).
+    let parsed = route::is_v2(&path).then(|| route::parse(&path));
+    let (route, kind) = labels(&path, parsed.as_ref(), &obs.metrics_path);
+    if let Some(parsed) = parsed {
+        req.extensions_mut().insert(route::Parsed::new(parsed));
+    }
     let upload = matches!(
         (kind, &method),
         (Some("upload_start"), &Method::POST) | (Some("upload"), &Method::PATCH | &Method::PUT)
@@ -389,6 +384,11 @@ impl Drop for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static str>) {
+        let parsed = route::is_v2(path).then(|| route::parse(path));
+        labels(path, parsed.as_ref(), metrics_path)
+    }
 
     #[test]
     fn route_templates_hold_no_user_input() {
