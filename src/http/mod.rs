@@ -1,5 +1,6 @@
 //! The HTTP surface: one dispatcher for `/v2/...` that parses the path into a [`V2Route`] and
-//! matches (route, method) to a thin handler; the access log; the API-version header.
+//! matches (route, method) to a thin handler; the API-version header (tower-http's
+//! `SetResponseHeader`, on every response of the API and token routes).
 
 pub mod blobs;
 pub mod headers;
@@ -20,13 +21,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, extract::DefaultBodyLimit};
 use futures::StreamExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{Auth, RequestInfo};
 use crate::error::{Error, Result};
+use crate::header_names::DOCKER_DISTRIBUTION_API_VERSION;
 use crate::registry::{BodyStream, Registry};
 use route::V2Route;
 
@@ -50,7 +52,10 @@ pub fn router(app: AppState) -> Router {
     }
     r.fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(api_version))
+        .layer(SetResponseHeaderLayer::overriding(
+            DOCKER_DISTRIBUTION_API_VERSION,
+            HeaderValue::from_static("registry/2.0"),
+        ))
         .with_state(app)
 }
 
@@ -196,13 +201,4 @@ pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
 
 fn base() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-}
-
-async fn api_version(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
-    resp.headers_mut().insert(
-        crate::header_names::DOCKER_DISTRIBUTION_API_VERSION,
-        HeaderValue::from_static("registry/2.0"),
-    );
-    resp
 }

@@ -3,6 +3,12 @@
 //! request's tracing span), metrics, the configured `http.headers`, the shutdown cut
 //! ([`Abort`]), and the access log: one line per request, written when its response body has
 //! been sent (or dropped), so byte counts and durations cover the whole transfer.
+//!
+//! The request id is tower-http's (`SetRequestId` with a UUID v4, `PropagateRequestId`), behind
+//! our filter that drops a client id that is not short and plain. The access log and metrics
+//! stay ours: tower-http's `TraceLayer` cannot see a response body dropped half-sent (our
+//! `aborted` and 499 `cancelled` outcomes) nor count its bytes; and `http.headers` stay ours,
+//! as `SetResponseHeader` sets one value per name and the configuration may give several.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +19,9 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tracing::Instrument;
 
 use super::route;
@@ -56,14 +63,33 @@ impl Observe {
     }
 }
 
-/// A request id from the client is kept if it is short and plain; otherwise a fresh one.
+/// `app` seen by [`middleware`], with request ids: the outermost layer drops an id from the
+/// client that is not short and plain, tower-http's `SetRequestId` makes one (a UUID v4) when
+/// there is none and `PropagateRequestId` returns it on the response.
+pub fn layer(app: axum::Router, obs: Arc<Observe>) -> axum::Router {
+    app.layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(middleware::from_fn_with_state(obs, self::middleware))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unplain_request_id))
+}
+
+/// A request id from the client is kept if it is short and plain; otherwise it gets a fresh one.
+async fn drop_unplain_request_id(mut req: Request) -> Request {
+    let plain = req.headers().get(&X_REQUEST_ID).map(|v| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if plain == Some(false) {
+        req.headers_mut().remove(&X_REQUEST_ID);
+    }
+    req
+}
+
+/// The id `SetRequestId` gave the request (plain ASCII: kept only if so, or a UUID).
 fn request_id(req: &Request) -> String {
-    req.headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
+    req.extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
@@ -149,9 +175,6 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, mut req: Request, next:
     let span = tracing::info_span!("request", request_id = %id);
     let mut resp = next.run(req).instrument(span).await;
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
     for (name, value) in &obs.headers {
         if !headers.contains_key(name) {
             headers.append(name.clone(), value.clone());
