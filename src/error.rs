@@ -193,7 +193,7 @@ impl Error {
                 ..
             } => {
                 insert(&mut h, header::LOCATION, location);
-                insert(&mut h, "docker-upload-uuid", upload_id);
+                insert(&mut h, crate::header_names::DOCKER_UPLOAD_UUID, upload_id);
                 insert(&mut h, header::RANGE, &range_header(*size));
             }
             Error::RangeNotSatisfiable { size } => insert(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}")),

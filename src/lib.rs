@@ -6,10 +6,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_limit;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod header_names;
 pub mod hooks;
 pub mod http;
 pub mod metrics;

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::headers::{RangeRequest, parse_range};
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::header_names::DOCKER_CONTENT_DIGEST;
 use crate::registry::blobs::BlobInfo;
 use crate::registry::content::{BlobAnswer, BlobRead};
 use crate::registry::digest::Digest;
@@ -16,7 +17,7 @@ use crate::registry::names::RepoName;
 pub async fn get(app: &App, name: &RepoName, digest: &Digest, headers: &HeaderMap, head: bool) -> Result<Response> {
     let resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header("docker-content-digest", hv(&digest.to_string()))
+        .header(DOCKER_CONTENT_DIGEST, hv(&digest.to_string()))
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, hv(&format!("\"{digest}\"")))
         .header(header::CACHE_CONTROL, "max-age=31536000");

@@ -1,6 +1,11 @@
-//! Header grammars: `Range` on blob GET, `Content-Range` on upload chunks.
+//! Header grammars: `Range` on blob GET, `Content-Range` on upload chunks, `If-None-Match` on
+//! manifest GET.
+
+use axum::http::HeaderMap;
 
 use crate::error::{Error, Result};
+use crate::header_names::IF_NONE_MATCH;
+use crate::registry::digest::Digest;
 
 /// What a blob GET should send, given its `Range` header and the blob size.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,46 +19,36 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
+/// The grammar (RFC 9110 §14.1.2: `A-B`, `A-`, `-N`, clamping to the blob, `-0` and a start
+/// past the end unsatisfiable, a reversed range ignored) is `http-range-header`'s, the parser
+/// tower-http's `ServeDir` uses. Wharf's own rules sit around it: a multi-range header (any
+/// `,`) is answered with the whole blob rather than `multipart/byteranges`; the unit is
+/// `bytes=` as sent (lower case); surrounding whitespace is trimmed; a number too large for a
+/// `u64` makes the header ignored (the crate would clamp it to the end of the blob); and an
+/// empty blob satisfies no range. (One difference from the hand-written parser this replaced:
+/// a number written with more than 30 digits, leading zeros and all, is now ignored too.)
 pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    use http_range_header::RangeUnsatisfiableError;
+    let Some(header) = header.map(str::trim) else {
         return RangeRequest::Full;
     };
-    if spec.contains(',') {
+    let Some(spec) = header.strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    let fits = |n: &str| n.is_empty() || n.parse::<u64>().is_ok();
+    if spec.contains(',') || !spec.split(|c: char| !c.is_ascii_digit()).all(fits) {
         return RangeRequest::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let num = |s: &str| -> Option<u64> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
-        }
-    };
-    match (a.is_empty(), num(a), num(b)) {
-        // bytes=-N: the last N bytes
-        (true, _, Some(n)) => {
-            if n == 0 || size == 0 {
-                RangeRequest::Unsatisfiable
-            } else {
-                RangeRequest::Partial(size.saturating_sub(n), size)
-            }
-        }
-        // bytes=A- or bytes=A-B
-        (false, Some(start), end) if b.is_empty() || end.is_some() => {
-            if let Some(end) = end
-                && end < start
-            {
-                return RangeRequest::Full; // syntactically invalid: ignored
-            }
-            if start >= size {
-                return RangeRequest::Unsatisfiable;
-            }
-            let last = end.map_or(size - 1, |e| e.min(size - 1));
-            RangeRequest::Partial(start, last + 1)
-        }
-        _ => RangeRequest::Full,
+    let validated = http_range_header::parse_range_header(header).map(|r| r.validate(size));
+    match validated {
+        Ok(Ok(ranges)) => match ranges.first() {
+            Some(r) => RangeRequest::Partial(*r.start(), r.end() + 1),
+            // Only an empty blob validates to no range at all.
+            None => RangeRequest::Unsatisfiable,
+        },
+        Ok(Err(RangeUnsatisfiableError::Unsatisfiable)) => RangeRequest::Unsatisfiable,
+        // Malformed, reversed or refused: RFC 9110 lets a server ignore the header.
+        Ok(Err(_)) | Err(_) => RangeRequest::Full,
     }
 }
 
@@ -81,6 +76,25 @@ pub fn parse_content_range(v: &str) -> Result<(u64, Option<u64>)> {
         return Err(bad());
     }
     Ok((start, (end - start).checked_add(1)))
+}
+
+/// Whether a manifest GET's `If-None-Match` matches the manifest `digest` (answered 304): any
+/// listed tag that is `*`, the ETag `"<digest>"`, or the digest with its quotes left off (some
+/// clients send it bare). A weak tag (`W/"..."`) does not match. Kept by hand: the `headers`
+/// crate's `IfNoneMatch` compares weakly and drops a header with a bare digest, both of which
+/// would change answers clients get today.
+pub fn if_none_match(headers: &HeaderMap, digest: &Digest) -> bool {
+    let digest = digest.to_string();
+    let etag = format!("\"{digest}\"");
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t == etag || t.trim_matches('"') == digest)
+        })
 }
 
 #[cfg(test)]
@@ -118,5 +132,26 @@ mod tests {
         assert!(parse_content_range("9-0").is_err());
         assert!(parse_content_range("-5").is_err());
         assert!(parse_content_range("a-b").is_err());
+    }
+
+    #[test]
+    fn if_none_match_tags() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let with = |vals: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(IF_NONE_MATCH, v.parse().unwrap());
+            }
+            if_none_match(&h, &d)
+        };
+        assert!(!with(&[]));
+        assert!(with(&["*"]));
+        assert!(with(&[&format!("\"{d}\"")]));
+        assert!(with(&[&d.to_string()]));
+        assert!(with(&["\"sha256:other\"", &format!(" \"other\", \"{d}\" ")]));
+        assert!(!with(&["\"sha256:other\""]));
+        assert!(!with(&[&format!("W/\"{d}\"")]));
     }
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{App, hv};
 use crate::error::{Error, Result};
+use crate::header_names::OCI_FILTERS_APPLIED;
 use crate::registry::digest::Digest;
 use crate::registry::listing::Page;
 use crate::registry::manifests::OCI_INDEX;
@@ -80,7 +81,7 @@ pub async fn referrers(app: &App, name: &RepoName, digest: &Digest, q: &HashMap<
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, OCI_INDEX)], body.to_string()).into_response();
     if filter.is_some() {
-        resp.headers_mut().insert("oci-filters-applied", hv("artifactType"));
+        resp.headers_mut().insert(OCI_FILTERS_APPLIED, hv("artifactType"));
     }
     Ok(resp)
 }

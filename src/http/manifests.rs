@@ -4,12 +4,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 
 use super::{App, hv};
+use crate::body_limit;
 use crate::error::{Error, Result};
+use crate::header_names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use crate::registry::content::{MANIFEST_LIMIT, ManifestAnswer, Reference};
-use crate::registry::digest::Digest;
 use crate::registry::manifests::{PutOutcome, StoredManifest};
 use crate::registry::names::{RepoName, Tag};
 
@@ -25,12 +25,12 @@ pub async fn get(
     let etag = format!("\"{}\"", m.digest);
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))
-        .header("docker-content-digest", hv(&m.digest.to_string()))
+        .header(DOCKER_CONTENT_DIGEST, hv(&m.digest.to_string()))
         .header(header::ETAG, hv(&etag));
     if let Some(w) = warning {
         resp = resp.header(header::WARNING, hv(&warning_header(&w)));
     }
-    if none_match(headers, &etag, &m.digest) {
+    if super::headers::if_none_match(headers, &m.digest) {
         return Ok(resp
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
@@ -44,15 +44,6 @@ pub async fn get(
 /// A header's values that are text.
 fn values(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok())
-}
-
-/// Whether `If-None-Match` names this manifest (its ETag, its bare digest, or `*`).
-fn none_match(headers: &HeaderMap, etag: &str, digest: &Digest) -> bool {
-    values(headers, header::IF_NONE_MATCH).any(|v| {
-        v.split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t == etag || t.trim_matches('"') == digest.to_string())
-    })
 }
 
 /// `Warning: 299 - "text"` (RFC 7234 §5.5), with the text made safe for a quoted string.
@@ -131,20 +122,17 @@ fn created(name: &RepoName, out: &PutOutcome, tags: &[Tag], by_digest: bool) -> 
         StatusCode::CREATED,
         [
             (header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", out.digest))),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(&out.digest.to_string()),
-            ),
+            (DOCKER_CONTENT_DIGEST, hv(&out.digest.to_string())),
             (header::CONTENT_LENGTH, hv("0")),
         ],
     )
         .into_response();
     if by_digest && !tags.is_empty() {
         let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        resp.headers_mut().insert("oci-tag", hv(&list.join(", ")));
+        resp.headers_mut().insert(OCI_TAG, hv(&list.join(", ")));
     }
     if let Some(subject) = &out.subject {
-        resp.headers_mut().insert("oci-subject", hv(&subject.to_string()));
+        resp.headers_mut().insert(OCI_SUBJECT, hv(&subject.to_string()));
     }
     resp
 }
@@ -156,21 +144,19 @@ async fn read_manifest(headers: &HeaderMap, body: Body) -> Result<Bytes> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
-    if declared.is_some_and(|l| l > MANIFEST_LIMIT as u64) {
-        drain(&mut stream).await;
-        return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
-    }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(4096).min(MANIFEST_LIMIT as u64) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::ManifestInvalid(format!("reading the body failed: {e}")))?;
-        if buf.len() + chunk.len() > MANIFEST_LIMIT {
-            drain(&mut stream).await;
-            return Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT });
+    let mut body = body;
+    let read = match declared {
+        Some(l) if l > MANIFEST_LIMIT as u64 => Err(body_limit::ReadError::TooLarge),
+        _ => body_limit::read(&mut body, MANIFEST_LIMIT).await,
+    };
+    match read {
+        Ok(buf) => Ok(buf),
+        Err(body_limit::ReadError::TooLarge) => {
+            body_limit::drain(body, DRAIN_LIMIT).await;
+            Err(Error::ManifestTooLarge { limit: MANIFEST_LIMIT })
         }
-        buf.extend_from_slice(&chunk);
+        Err(body_limit::ReadError::Body(e)) => Err(Error::ManifestInvalid(format!("reading the body failed: {e}"))),
     }
-    Ok(buf.into())
 }
 
 /// The tags a push by digest names with `?tag=` (distribution-spec main, end-7b).
@@ -186,18 +172,8 @@ fn query_tags(query: &[(String, String)]) -> Result<Vec<Tag>> {
     Ok(tags)
 }
 
-/// Read and discard what is left of a refused body (up to a bound), so the client, which is
-/// still sending, gets to read the error instead of a broken pipe.
-async fn drain(stream: &mut axum::body::BodyDataStream) {
-    const DRAIN_LIMIT: usize = 64 << 20;
-    let mut drained = 0;
-    while drained < DRAIN_LIMIT {
-        match stream.next().await {
-            Some(Ok(chunk)) => drained += chunk.len(),
-            _ => break,
-        }
-    }
-}
+/// How much of a refused manifest body is read and discarded (`body_limit::drain`).
+const DRAIN_LIMIT: usize = 64 << 20;
 
 pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response> {
     match reference {

@@ -1,5 +1,6 @@
 //! The HTTP surface: one dispatcher for `/v2/...` that parses the path into a [`V2Route`] and
-//! matches (route, method) to a thin handler; the access log; the API-version header.
+//! matches (route, method) to a thin handler; the API-version header (tower-http's
+//! `SetResponseHeader`, on every response of the API and token routes).
 
 pub mod blobs;
 pub mod headers;
@@ -20,13 +21,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, extract::DefaultBodyLimit};
 use futures::StreamExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{Auth, RequestInfo};
 use crate::error::{Error, Result};
+use crate::header_names::DOCKER_DISTRIBUTION_API_VERSION;
 use crate::registry::content::Content;
 use crate::registry::{BodyStream, Registry};
 use route::V2Route;
@@ -48,17 +50,15 @@ pub fn router(app: AppState) -> Router {
     let mut r = Router::new();
     if app.auth.issues_tokens() {
         r = r
-            .route(
-                "/token",
-                axum::routing::get(token::get)
-                    .post(token::post)
-                    .layer(DefaultBodyLimit::max(64 * 1024)),
-            )
+            .route("/token", axum::routing::get(token::get).post(token::post))
             .route("/token/jwks.json", axum::routing::get(token::jwks));
     }
     r.fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(api_version))
+        .layer(SetResponseHeaderLayer::overriding(
+            DOCKER_DISTRIBUTION_API_VERSION,
+            HeaderValue::from_static("registry/2.0"),
+        ))
         .with_state(app)
 }
 
@@ -80,8 +80,8 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn handle(app: &App, req: Request) -> Result<Response> {
-    let route = route::parse(req.uri().path())?;
+async fn handle(app: &App, mut req: Request) -> Result<Response> {
+    let route = route::take(&mut req)?;
     // All query pairs in order (`tag` may repeat), and the last value of each key.
     let pairs: Vec<(String, String)> = match Query::try_from_uri(req.uri()) {
         Ok(Query(p)) => p,
@@ -197,17 +197,7 @@ fn check_write(app: &App, route: &V2Route) -> Result<()> {
 /// they need a token; a larger body (a blob) is cut off and the connection closed.
 async fn drain_refused(body: Body) {
     const LIMIT: usize = 8 << 20;
-    let mut stream = body.into_data_stream();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let mut drained = 0;
-        while drained < LIMIT {
-            match stream.next().await {
-                Some(Ok(chunk)) => drained += chunk.len(),
-                _ => break,
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), crate::body_limit::drain(body, LIMIT)).await;
 }
 
 /// Request extension the server adds on TLS connections.
@@ -233,13 +223,4 @@ pub(crate) fn request_info(req: &Request) -> RequestInfo<'_> {
 
 fn base() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-}
-
-async fn api_version(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
-    resp.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
-    resp
 }

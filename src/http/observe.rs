@@ -3,6 +3,12 @@
 //! request's tracing span), metrics, the configured `http.headers`, the shutdown cut
 //! ([`Abort`]), and the access log: one line per request, written when its response body has
 //! been sent (or dropped), so byte counts and durations cover the whole transfer.
+//!
+//! The request id is tower-http's (`SetRequestId` with a UUID v4, `PropagateRequestId`), behind
+//! our filter that drops a client id that is not short and plain. The access log and metrics
+//! stay ours: tower-http's `TraceLayer` cannot see a response body dropped half-sent (our
+//! `aborted` and 499 `cancelled` outcomes) nor count its bytes; and `http.headers` stay ours,
+//! as `SetResponseHeader` sets one value per name and the configuration may give several.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,15 +19,15 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tracing::Instrument;
 
 use super::route;
+use crate::header_names::X_REQUEST_ID;
 use crate::metrics::{KindLabels, Metrics, RequestLabels, RouteLabels};
 use crate::shutdown::Abort;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct Observe {
     pub metrics: Arc<Metrics>,
@@ -57,14 +63,33 @@ impl Observe {
     }
 }
 
-/// A request id from the client is kept if it is short and plain; otherwise a fresh one.
+/// `app` seen by [`middleware`], with request ids: the outermost layer drops an id from the
+/// client that is not short and plain, tower-http's `SetRequestId` makes one (a UUID v4) when
+/// there is none and `PropagateRequestId` returns it on the response.
+pub fn layer(app: axum::Router, obs: Arc<Observe>) -> axum::Router {
+    app.layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(middleware::from_fn_with_state(obs, self::middleware))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unplain_request_id))
+}
+
+/// A request id from the client is kept if it is short and plain; otherwise it gets a fresh one.
+async fn drop_unplain_request_id(mut req: Request) -> Request {
+    let plain = req.headers().get(&X_REQUEST_ID).map(|v| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if plain == Some(false) {
+        req.headers_mut().remove(&X_REQUEST_ID);
+    }
+    req
+}
+
+/// The id `SetRequestId` gave the request (plain ASCII: kept only if so, or a UUID).
 fn request_id(req: &Request) -> String {
-    req.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
+    req.extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
@@ -82,27 +107,17 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// The route template of a path, and the `/v2/` route kind when it is one.
-fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static str>) {
-    if path == "/v2" || path.starts_with("/v2/") {
-        return match route::parse(path) {
-            Ok(r) => {
-                let kind = r.kind();
-                let template = match kind {
-                    "base" => "/v2/",
-                    "catalog" => "/v2/_catalog",
-                    "tags" => "/v2/{name}/tags/list",
-                    "manifest" => "/v2/{name}/manifests/{reference}",
-                    "blob" => "/v2/{name}/blobs/{digest}",
-                    "upload_start" => "/v2/{name}/blobs/uploads/",
-                    "upload" => "/v2/{name}/blobs/uploads/{uuid}",
-                    "referrers" => "/v2/{name}/referrers/{digest}",
-                    _ => "/v2/*",
-                };
-                (template, Some(kind))
-            }
-            Err(_) => ("/v2/*", None),
-        };
+/// The route template of a path, and the `/v2/` route kind when it is one; `parsed` is the
+/// path's [`route::parse`] for a `/v2/` path.
+fn labels(
+    path: &str,
+    parsed: Option<&crate::error::Result<route::V2Route>>,
+    metrics_path: &str,
+) -> (&'static str, Option<&'static str>) {
+    match parsed {
+        Some(Ok(r)) => return (r.template(), Some(r.kind())),
+        Some(Err(_)) => return ("/v2/*", None),
+        None => {}
     }
     if path == metrics_path {
         return ("/metrics", None);
@@ -117,12 +132,17 @@ fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static st
     }
 }
 
-pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(obs): State<Arc<Observe>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (route, kind) = route_of(&path, &obs.metrics_path);
+    // The route is parsed here, once: the dispatcher takes it from the request (`route::take`).
+    let parsed = route::is_v2(&path).then(|| route::parse(&path));
+    let (route, kind) = labels(&path, parsed.as_ref(), &obs.metrics_path);
+    if let Some(parsed) = parsed {
+        req.extensions_mut().insert(route::Parsed::new(parsed));
+    }
     let upload = matches!(
         (kind, &method),
         (Some("upload_start"), &Method::POST) | (Some("upload"), &Method::PATCH | &Method::PUT)
@@ -155,9 +175,6 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Nex
     let span = tracing::info_span!("request", request_id = %id);
     let mut resp = next.run(req).instrument(span).await;
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, v);
-    }
     for (name, value) in &obs.headers {
         if !headers.contains_key(name) {
             headers.append(name.clone(), value.clone());
@@ -168,7 +185,7 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, req: Request, next: Nex
     let (parts, body) = resp.into_parts();
     let length = parts
         .headers
-        .get(axum::http::header::CONTENT_LENGTH)
+        .get(crate::header_names::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
     Response::from_parts(
         parts,
@@ -390,6 +407,11 @@ impl Drop for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route_of(path: &str, metrics_path: &str) -> (&'static str, Option<&'static str>) {
+        let parsed = route::is_v2(path).then(|| route::parse(path));
+        labels(path, parsed.as_ref(), metrics_path)
+    }
 
     #[test]
     fn route_templates_hold_no_user_input() {

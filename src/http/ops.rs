@@ -15,7 +15,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -49,8 +48,7 @@ pub fn routes(ops: Arc<Ops>, metrics_path: Option<&str>) -> Router {
 
 /// `app` with the operational routes beside it, everything seen by [`observe::middleware`].
 pub fn wrap(app: Router, ops: Arc<Ops>, obs: Arc<Observe>, metrics_path: Option<&str>) -> Router {
-    app.merge(routes(ops, metrics_path))
-        .layer(middleware::from_fn_with_state(obs, observe::middleware))
+    observe::layer(app.merge(routes(ops, metrics_path)), obs)
 }
 
 async fn healthz() -> Response {

@@ -2,6 +2,9 @@
 //! matched by its suffix (as olareg and Distribution's regexes do) and the name is validated
 //! against the spec grammar before anything touches storage.
 
+use std::sync::Arc;
+
+use axum::extract::Request;
 use axum::http::Method;
 
 use crate::auth::Access;
@@ -63,6 +66,20 @@ impl V2Route {
 }
 
 impl V2Route {
+    /// The route's template, the label of its metrics (never contains user input).
+    pub fn template(&self) -> &'static str {
+        match self {
+            V2Route::Base => "/v2/",
+            V2Route::Catalog => "/v2/_catalog",
+            V2Route::Tags { .. } => "/v2/{name}/tags/list",
+            V2Route::Manifest { .. } | V2Route::BadReference { .. } => "/v2/{name}/manifests/{reference}",
+            V2Route::Blob { .. } => "/v2/{name}/blobs/{digest}",
+            V2Route::UploadStart { .. } => "/v2/{name}/blobs/uploads/",
+            V2Route::Upload { .. } => "/v2/{name}/blobs/uploads/{uuid}",
+            V2Route::Referrers { .. } => "/v2/{name}/referrers/{digest}",
+        }
+    }
+
     /// The repository the request is about, if any.
     pub fn name(&self) -> Option<&RepoName> {
         match self {
@@ -94,6 +111,35 @@ impl V2Route {
             }
             _ => vec![Access::repository(name, PULL)],
         }
+    }
+}
+
+/// Whether `path` is under `/v2` (and so parsed into a [`V2Route`]).
+pub fn is_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
+/// A request's parsed route, added to it as an extension by the observing middleware
+/// (`observe.rs`), which labels its metrics and access log line with it, so the dispatcher
+/// does not parse the path again.
+#[derive(Clone)]
+pub struct Parsed(Arc<Result<V2Route>>);
+
+impl Parsed {
+    pub fn new(route: Result<V2Route>) -> Self {
+        Parsed(Arc::new(route))
+    }
+}
+
+/// The request's route: the one the observing middleware parsed, else parsed now.
+pub fn take(req: &mut Request) -> Result<V2Route> {
+    match req
+        .extensions_mut()
+        .remove::<Parsed>()
+        .and_then(|p| Arc::into_inner(p.0))
+    {
+        Some(route) => route,
+        None => parse(req.uri().path()),
     }
 }
 

@@ -37,6 +37,9 @@ fn answer(issued: Issued) -> Response {
         .into_response()
 }
 
+/// The most a `POST /token` form may hold.
+const FORM_LIMIT: usize = 64 * 1024;
+
 fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
@@ -68,6 +71,7 @@ pub async fn post(State(app): State<AppState>, req: Request) -> Response {
 
 async fn post_inner(app: &AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
+    let body = crate::body_limit::limit(body, FORM_LIMIT);
     let info_req = Request::from_parts(parts.clone(), axum::body::Body::empty());
     let Form(pairs): Form<Vec<(String, String)>> = Form::from_request(Request::from_parts(parts, body), &())
         .await

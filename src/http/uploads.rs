@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::parse_content_range;
 use super::{App, body_stream, hv};
 use crate::error::{Error, Result, range_header};
+use crate::header_names::{CONTENT_LENGTH, CONTENT_RANGE, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, LOCATION, RANGE};
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::names::{RepoName, UploadId};
 use crate::registry::uploads::{ChunkInfo, UploadStatus};
@@ -27,13 +28,10 @@ fn accepted(name: &RepoName, st: &UploadStatus, status: StatusCode) -> Response 
     (
         status,
         [
-            (header::LOCATION, hv(&upload_location(name, &st.id))),
-            (header::RANGE, hv(&range_header(st.size))),
-            (
-                header::HeaderName::from_static("docker-upload-uuid"),
-                hv(st.id.as_str()),
-            ),
-            (header::CONTENT_LENGTH, hv("0")),
+            (LOCATION, hv(&upload_location(name, &st.id))),
+            (RANGE, hv(&range_header(st.size))),
+            (DOCKER_UPLOAD_UUID, hv(st.id.as_str())),
+            (CONTENT_LENGTH, hv("0")),
         ],
     )
         .into_response()
@@ -43,12 +41,9 @@ fn created(name: &RepoName, d: &Digest) -> Response {
     (
         StatusCode::CREATED,
         [
-            (header::LOCATION, hv(&blob_location(name, d))),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(&d.to_string()),
-            ),
-            (header::CONTENT_LENGTH, hv("0")),
+            (LOCATION, hv(&blob_location(name, d))),
+            (DOCKER_CONTENT_DIGEST, hv(&d.to_string())),
+            (CONTENT_LENGTH, hv("0")),
         ],
     )
         .into_response()
@@ -59,7 +54,7 @@ fn digest_param(q: &HashMap<String, String>, key: &str) -> Result<Option<Digest>
 }
 
 fn chunk_info(headers: &HeaderMap) -> Result<ChunkInfo> {
-    match headers.get(header::CONTENT_RANGE) {
+    match headers.get(CONTENT_RANGE) {
         None => Ok(ChunkInfo::default()),
         Some(v) => {
             let v = v
@@ -81,7 +76,7 @@ fn chunk_info(headers: &HeaderMap) -> Result<ChunkInfo> {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Who opens an upload session, for the cap per client (`uploads.maxperclient`): the
@@ -182,5 +177,5 @@ pub async fn put(
 
 pub async fn cancel(app: &App, name: &RepoName, id: &UploadId) -> Result<Response> {
     app.registry.cancel_upload(name, id).await?;
-    Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+    Ok((StatusCode::NO_CONTENT, [(CONTENT_LENGTH, "0")]).into_response())
 }

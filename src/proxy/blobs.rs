@@ -141,8 +141,8 @@ async fn confirm(reg: &Registry, t: &Target, repo: &RepoName, d: &Digest) -> Res
         Err(Failure::NotFound) => return Err(Error::BlobUnknown(d.to_string())),
         Err(f) => return Err(blob_upstream_error(t, f)),
     };
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Some(theirs) = header("docker-content-digest")
+    let header = |name: axum::http::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(theirs) = header(crate::header_names::DOCKER_CONTENT_DIGEST)
         && theirs.parse::<Digest>().ok().as_ref() != Some(d)
     {
         return Err(Error::Upstream(format!(
@@ -150,7 +150,7 @@ async fn confirm(reg: &Registry, t: &Target, repo: &RepoName, d: &Digest) -> Res
             t.url()
         )));
     }
-    let size: Option<u64> = header("content-length").and_then(|v| v.parse().ok());
+    let size: Option<u64> = header(crate::header_names::CONTENT_LENGTH).and_then(|v| v.parse().ok());
     match reg.stat_cas(d).await? {
         Some(stored) if size.is_none_or(|s| s == stored.size) => match reg.mount_blob(repo, d, None).await? {
             Some(info) => {

@@ -68,7 +68,7 @@ impl Proxy {
         let upstream_digest = match head {
             Ok(resp) => resp
                 .headers()
-                .get("docker-content-digest")
+                .get(crate::header_names::DOCKER_CONTENT_DIGEST)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<Digest>().ok()),
             Err(f) if f.is_outage() => {
@@ -124,12 +124,12 @@ impl Proxy {
         };
         let content_type = resp
             .headers()
-            .get("content-type")
+            .get(crate::header_names::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let header_digest = resp
             .headers()
-            .get("docker-content-digest")
+            .get(crate::header_names::DOCKER_CONTENT_DIGEST)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
         if resp.content_length().is_some_and(|l| l > MANIFEST_LIMIT as u64) {
@@ -179,16 +179,14 @@ fn accept_list<'a>(client: &[&'a str]) -> Vec<&'a str> {
 }
 
 async fn read_limited(resp: upstream_http::Response, limit: usize) -> std::result::Result<Bytes, String> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| upstream::describe(&e))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(format!("more than {limit} bytes"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.into())
+    let body = http_body_util::StreamBody::new(resp.bytes_stream().map(|r| r.map(http_body::Frame::data)));
+    crate::body_limit::read(body, limit).await.map_err(|e| match e {
+        crate::body_limit::ReadError::TooLarge => format!("more than {limit} bytes"),
+        crate::body_limit::ReadError::Body(e) => match e.downcast_ref::<upstream_http::Error>() {
+            Some(e) => upstream::describe(e),
+            None => e.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]
