@@ -1,4 +1,4 @@
-//! Distribution's on-disk layout, byte for byte (DESIGN §5.1). The only place that builds
+//! Distribution's on-disk layout, byte for byte (docs/architecture.md §1.2; the layout table is in the README). The only place that builds
 //! storage keys; every component comes from a validated newtype.
 
 use super::digest::{Algorithm, Digest};
