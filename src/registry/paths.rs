@@ -1,5 +1,5 @@
-//! Distribution's on-disk layout, byte for byte (docs/architecture.md §1.2; the layout table is in the README). The only place that builds
-//! storage keys; every component comes from a validated newtype.
+//! Distribution's on-disk layout, byte for byte (docs/architecture.md §1.2, invariant I11). The
+//! only place that builds storage keys; every component comes from a validated newtype.
 
 use super::digest::{Algorithm, Digest};
 use super::names::{RepoName, Tag, UploadId};
