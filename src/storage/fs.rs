@@ -1,6 +1,7 @@
 //! Filesystem driver (docs/architecture.md §2: invariants I1, I2, I8). Small objects are written
-//! to a temp file in the same directory, fsync'd, renamed into place, then the directory is fsync'd; large objects are moved
-//! into place by rename(2) after the writer's `commit` fsync'd them. Reads of large objects use
+//! to a temp file in the same directory, fsync'd, renamed into place, then the directory is
+//! fsync'd; large objects are moved into place by rename(2) after the writer's `commit` fsync'd
+//! them. Reads of large objects use
 //! mmap in bounded windows, so serving a 5 GiB blob keeps the resident set small.
 
 use std::fs::{self, File, OpenOptions};
