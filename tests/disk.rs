@@ -48,6 +48,12 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        // The mount point is the server's storage root inside its temporary directory. If the
+        // server was dropped first, its TempDir could not remove a directory that was still a
+        // mount point: remove the whole temporary directory now, so no run leaves it in /tmp.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
