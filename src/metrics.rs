@@ -46,18 +46,22 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// Storage failures turned into API errors, counted where every one of them passes
-/// (`From<DriverError> for Error`), so that no driver needs wrapping.
+/// Requests answered with an error caused by a failing storage operation, counted where
+/// requests are observed (`http::observe`, from the response's `error::StorageFailure`
+/// marker), so that no driver needs wrapping.
 static STORAGE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
-/// Count a storage failure (not an absent object, which is an answer, not a failure).
-pub fn storage_error(e: &crate::storage::DriverError) {
+/// Count a request that failed on storage (not an absent object, which is an answer, not a
+/// failure: see [`is_storage_failure`]).
+pub fn storage_error() {
+    STORAGE_ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether a driver error is a storage failure: expected answers (missing objects, bad ranges,
+/// lost conditional-write races, features a driver lacks) are not.
+pub fn is_storage_failure(e: &crate::storage::DriverError) -> bool {
     use crate::storage::DriverError as E;
-    // Expected answers (missing objects, bad ranges, lost conditional-write races, features a
-    // driver lacks) are not storage failures.
-    if !e.is_not_found() && !matches!(e, E::InvalidRange | E::Conflict(_) | E::Unsupported { .. }) {
-        STORAGE_ERRORS.fetch_add(1, Ordering::Relaxed);
-    }
+    !e.is_not_found() && !matches!(e, E::InvalidRange | E::Conflict(_) | E::Unsupported { .. })
 }
 
 /// Password hashes evaluated (bcrypt, successful or not), and login attempts refused by the

@@ -76,7 +76,7 @@ pub(crate) fn body_stream(body: Body) -> BodyStream {
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     match handle(&app, req).await {
         Ok(resp) => resp,
-        Err(e) => e.into_response(),
+        Err(e) => uploads::error_response(e),
     }
 }
 
@@ -120,7 +120,7 @@ async fn handle(app: &App, mut req: Request) -> Result<Response> {
         (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
         (BadReference { reference, .. }, &Method::GET | &Method::HEAD | &Method::DELETE) => {
-            Err(Error::ManifestUnknown(reference.clone()))
+            Err(Error::ManifestUnknown(crate::error::Named::Unparsed(reference.clone())))
         }
         (BadReference { reference, .. }, &Method::PUT) => {
             drain_refused(body).await;

@@ -1,6 +1,7 @@
 //! What every request goes through on the way in and out: a request id (kept from the
 //! client's `X-Request-Id` when sane, else a new UUID; returned in `X-Request-Id` and set on the
-//! request's tracing span), metrics, the configured `http.headers`, the shutdown cut
+//! request's tracing span), metrics (among them the storage errors: responses marked with
+//! `error::StorageFailure`), the configured `http.headers`, the shutdown cut
 //! ([`Abort`]), and the access log: one line per request, written when its response body has
 //! been sent (or dropped), so byte counts and durations cover the whole transfer.
 //!
@@ -181,6 +182,10 @@ pub async fn middleware(State(obs): State<Arc<Observe>>, mut req: Request, next:
         }
     }
     let status = resp.status();
+    // An error response caused by a failing store (`Error` leaves the marker).
+    if resp.extensions_mut().remove::<crate::error::StorageFailure>().is_some() {
+        crate::metrics::storage_error();
+    }
     let done = pending.0.take().expect("not finished yet");
     let (parts, body) = resp.into_parts();
     let length = parts

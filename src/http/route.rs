@@ -9,7 +9,7 @@ use axum::http::Method;
 
 use crate::auth::Access;
 use crate::auth::scope::{DELETE, PULL, PUSH};
-use crate::error::{Error, Result};
+use crate::error::{Error, Named, Result};
 pub use crate::registry::content::Reference;
 use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag, UploadId};
@@ -170,7 +170,7 @@ pub fn parse(path: &str) -> Result<V2Route> {
     let (head, last) = rest.rsplit_once('/').ok_or_else(|| Error::NotFound(path.to_owned()))?;
     if let Some(n) = head.strip_suffix("/blobs/uploads") {
         let name = name(n)?;
-        let id = UploadId::parse(last).ok_or_else(|| Error::BlobUploadUnknown(last.to_owned()))?;
+        let id = UploadId::parse(last).ok_or_else(|| Error::BlobUploadUnknown(Named::Unparsed(last.to_owned())))?;
         return Ok(V2Route::Upload { name, id });
     }
     if let Some(n) = head.strip_suffix("/blobs") {

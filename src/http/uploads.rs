@@ -23,6 +23,17 @@ fn blob_location(name: &RepoName, d: &Digest) -> String {
     format!("/v2/{name}/blobs/{d}")
 }
 
+/// An error as a response; a 416 on an upload session gets the session's `Location` too
+/// (the error itself carries only the repository and id).
+pub(super) fn error_response(e: Error) -> Response {
+    let location = e.upload_session().map(|(name, id)| upload_location(name, id));
+    let mut resp = e.into_response();
+    if let Some(location) = location {
+        resp.headers_mut().insert(LOCATION, hv(&location));
+    }
+    resp
+}
+
 /// 202 with the headers every upload response carries.
 fn accepted(name: &RepoName, st: &UploadStatus, status: StatusCode) -> Response {
     (
@@ -148,11 +159,7 @@ pub async fn status(app: &App, name: &RepoName, id: &UploadId) -> Result<Respons
 
 pub async fn patch(app: &App, name: &RepoName, id: &UploadId, headers: &HeaderMap, body: Body) -> Result<Response> {
     let chunk = chunk_info(headers)?;
-    let location = upload_location(name, id);
-    let st = app
-        .registry
-        .append_upload(name, id, chunk, body_stream(body), &location)
-        .await?;
+    let st = app.registry.append_upload(name, id, chunk, body_stream(body)).await?;
     Ok(accepted(name, &st, StatusCode::ACCEPTED))
 }
 
@@ -167,10 +174,9 @@ pub async fn put(
     let digest = digest_param(q, "digest")?
         .ok_or_else(|| Error::DigestInvalid("the closing PUT needs a ?digest= parameter".into()))?;
     let chunk = chunk_info(headers)?;
-    let location = upload_location(name, id);
     let info = app
         .registry
-        .finish_upload(name, id, &digest, chunk, body_stream(body), &location)
+        .finish_upload(name, id, &digest, chunk, body_stream(body))
         .await?;
     Ok(created(name, &info.digest))
 }

@@ -84,7 +84,7 @@ impl Proxy {
             }),
             Ok(Ok(_)) => follow(reg, t, repo, d, &mut done_rx).await,
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Internal("the upstream transfer ended without an answer".into())),
+            Err(_) => Err(Error::internal("the upstream transfer ended without an answer")),
         }
     }
 }
@@ -138,7 +138,7 @@ async fn confirm(reg: &Registry, t: &Target, repo: &RepoName, d: &Digest) -> Res
         .await
     {
         Ok(r) => r,
-        Err(Failure::NotFound) => return Err(Error::BlobUnknown(d.to_string())),
+        Err(Failure::NotFound) => return Err(Error::BlobUnknown(d.clone())),
         Err(f) => return Err(blob_upstream_error(t, f)),
     };
     let header = |name: axum::http::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
@@ -244,7 +244,7 @@ impl Flight {
             Err(f) => {
                 let msg = f.to_string();
                 let e = match f {
-                    Failure::NotFound => Error::BlobUnknown(d.to_string()),
+                    Failure::NotFound => Error::BlobUnknown(d.clone()),
                     f => blob_upstream_error(t, f),
                 };
                 let _ = head_tx.send(Err(e));
@@ -278,7 +278,9 @@ impl Flight {
             }
             Err(e) => {
                 let msg = match &e {
-                    Error::DigestInvalid(_) => format!("the blob {d} from {} does not match its digest", t.url()),
+                    Error::DigestInvalid(_) | Error::UploadDigestMismatch { .. } => {
+                        format!("the blob {d} from {} does not match its digest", t.url())
+                    }
                     other => format!("fetching the blob {d} from {} failed: {other}", t.url()),
                 };
                 if let Some(tx) = &body_tx {

@@ -38,7 +38,7 @@ impl Proxy {
                     Err(e) => return Err(e),
                 }
                 self.fetch_allowed()?;
-                self.fetch_manifest(t, repo, &d.to_string(), None, Some(d), &accept)
+                self.fetch_manifest(t, repo, &Reference::Digest(d.clone()), None, Some(d), &accept)
                     .await
                     .map(ManifestAnswer::fresh)
             }
@@ -52,7 +52,7 @@ impl Proxy {
         let Some((local, checked)) = cached else {
             self.fetch_allowed()?;
             return self
-                .fetch_manifest(t, repo, tag.as_str(), Some(tag), None, accept)
+                .fetch_manifest(t, repo, &Reference::Tag(tag.clone()), Some(tag), None, accept)
                 .await
                 .map(ManifestAnswer::fresh);
         };
@@ -88,7 +88,7 @@ impl Proxy {
                     )),
                 });
             }
-            Err(Failure::NotFound) => return Err(Error::ManifestUnknown(tag.to_string())),
+            Err(Failure::NotFound) => return Err(Error::ManifestUnknown(Reference::Tag(tag.clone()).into())),
             Err(f) => return Err(upstream_error(t, f)),
         };
         if upstream_digest.as_ref() == Some(&local) {
@@ -97,9 +97,16 @@ impl Proxy {
         }
         tracing::info!(repo = %repo, tag = %tag, from = %local, to = ?upstream_digest.as_ref().map(|d| d.to_string()),
             "the tag moved upstream");
-        self.fetch_manifest(t, repo, tag.as_str(), Some(tag), upstream_digest.as_ref(), accept)
-            .await
-            .map(ManifestAnswer::fresh)
+        self.fetch_manifest(
+            t,
+            repo,
+            &Reference::Tag(tag.clone()),
+            Some(tag),
+            upstream_digest.as_ref(),
+            accept,
+        )
+        .await
+        .map(ManifestAnswer::fresh)
     }
 
     /// GET a manifest upstream, check its digest (`expect`, else the upstream's
@@ -108,7 +115,7 @@ impl Proxy {
         &self,
         t: &Target,
         repo: &RepoName,
-        reference: &str,
+        reference: &Reference,
         tag: Option<&Tag>,
         expect: Option<&Digest>,
         accept: &[&str],
@@ -119,7 +126,7 @@ impl Proxy {
             .await
         {
             Ok(r) => r,
-            Err(Failure::NotFound) => return Err(Error::ManifestUnknown(reference.to_owned())),
+            Err(Failure::NotFound) => return Err(Error::ManifestUnknown(reference.clone().into())),
             Err(f) => return Err(upstream_error(t, f)),
         };
         let content_type = resp
@@ -157,7 +164,7 @@ impl Proxy {
         let reg = &*self.registry;
         reg.cache_manifest(repo, tag, &digest, content_type.as_deref(), bytes)
             .await?;
-        tracing::info!(repo = %repo, reference, digest = %digest, upstream = %t.url(), "manifest cached");
+        tracing::info!(repo = %repo, reference = %reference, digest = %digest, upstream = %t.url(), "manifest cached");
         reg.get_manifest(repo, &digest).await
     }
 }

@@ -18,16 +18,16 @@ impl Registry {
     /// Size of a blob the repository may serve; `BLOB_UNKNOWN` if it is not linked there.
     pub async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<BlobInfo> {
         if self.read_link(&paths::layer_link(repo, d)).await?.as_ref() != Some(d) {
-            return Err(Error::BlobUnknown(d.to_string()));
+            return Err(Error::BlobUnknown(d.clone()));
         }
-        self.stat_cas(d).await?.ok_or_else(|| Error::BlobUnknown(d.to_string()))
+        self.stat_cas(d).await?.ok_or_else(|| Error::BlobUnknown(d.clone()))
     }
 
     /// Stream a blob, or the byte range `[start, end)` of it.
     pub async fn open_blob(&self, info: &BlobInfo, range: Option<(u64, u64)>) -> Result<ByteStream> {
         match self.driver.reader(&paths::blob_data(&info.digest), range).await {
             Ok(s) => Ok(s),
-            Err(DriverError::NotFound(_)) => Err(Error::BlobUnknown(info.digest.to_string())),
+            Err(DriverError::NotFound(_)) => Err(Error::BlobUnknown(info.digest.clone())),
             Err(DriverError::InvalidRange) => Err(Error::RangeNotSatisfiable { size: info.size }),
             Err(e) => Err(e.into()),
         }
@@ -47,7 +47,7 @@ impl Registry {
         self.check_gc_lock().await?;
         let link = paths::layer_link(repo, d);
         if self.read_link(&link).await?.as_ref() != Some(d) {
-            return Err(Error::BlobUnknown(d.to_string()));
+            return Err(Error::BlobUnknown(d.clone()));
         }
         self.driver.delete(&link.parent()).await?;
         Ok(())

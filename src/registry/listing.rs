@@ -61,7 +61,7 @@ fn index_page(
 impl Registry {
     pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: Option<usize>) -> Result<Page> {
         if !self.repo_exists(repo).await? {
-            return Err(Error::NameUnknown(repo.to_string()));
+            return Err(Error::NameUnknown(repo.clone()));
         }
         if self.driver.capabilities().object_store {
             // Object stores have no directory times to validate an index with: list every time.

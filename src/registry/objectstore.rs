@@ -54,7 +54,7 @@ impl SessionState {
     }
 
     fn algorithm(&self) -> Result<Algorithm> {
-        self.alg.parse().map_err(Error::Internal)
+        self.alg.parse().map_err(Error::internal)
     }
 
     fn hasher(&self) -> Result<Hasher> {
@@ -62,7 +62,7 @@ impl SessionState {
         hex::decode(&self.hashstate)
             .ok()
             .and_then(|b| Hasher::deserialize(alg, &b))
-            .ok_or_else(|| Error::Internal("unreadable hash state in an upload session".into()))
+            .ok_or_else(|| Error::internal("unreadable hash state in an upload session"))
     }
 
     fn to_json(&self) -> Bytes {
@@ -101,10 +101,10 @@ impl Registry {
         match self.driver.get_versioned(&paths::upload_state(repo, id)).await {
             Ok((b, v)) => {
                 let s: SessionState = serde_json::from_slice(&b)
-                    .map_err(|e| Error::Internal(format!("unreadable upload state for {id}: {e}")))?;
+                    .map_err(|e| Error::internal(format!("unreadable upload state for {id}: {e}")))?;
                 Ok((s, v))
             }
-            Err(e) if e.is_not_found() => Err(Error::BlobUploadUnknown(id.to_string())),
+            Err(e) if e.is_not_found() => Err(Error::BlobUploadUnknown(id.clone().into())),
             Err(e) => Err(e.into()),
         }
     }
@@ -138,9 +138,9 @@ impl Registry {
         chunk: ChunkInfo,
         body: BodyStream,
     ) -> Result<UploadStatus> {
-        let SessionAt { repo, id, location } = at;
+        let SessionAt { repo, id } = at;
         let (state, version) = self.mp_load(repo, id).await?;
-        chunk.check(state.size, id, location)?;
+        chunk.check(state.size, repo, id)?;
         let tails = |name: &str| paths::upload_tail(repo, id, name);
         let data = paths::upload_data(repo, id);
         let mut writer = ResumableWriter::resume(self.driver.clone(), data, &state.writer, state.size, &tails).await?;
@@ -149,7 +149,7 @@ impl Registry {
             .await
             .and_then(|p| match chunk.len {
                 Some(len) if p.interrupted.is_none() && len != p.received => {
-                    Err(chunk.length_mismatch(state.size, id, location, p.received))
+                    Err(chunk.length_mismatch(state.size, repo, id, p.received))
                 }
                 _ => Ok(p),
             });
@@ -210,16 +210,16 @@ impl Registry {
     pub(crate) async fn mp_finish(
         &self,
         repo: &RepoName,
-        session: Option<(&UploadId, &str)>,
+        session: Option<&UploadId>,
         digest: &Digest,
         chunk: ChunkInfo,
         body: BodyStream,
     ) -> Result<BlobInfo> {
         let cas = paths::blob_data(digest);
         let (state, mut writer) = match session {
-            Some((id, location)) => {
+            Some(id) => {
                 let (state, _) = self.mp_load(repo, id).await?;
-                chunk.check(state.size, id, location)?;
+                chunk.check(state.size, repo, id)?;
                 // Without earlier parts, and hashing with the digest's algorithm, the bytes can
                 // go straight to the content address: the multipart upload there is completed
                 // only if the digest matches.
@@ -247,7 +247,7 @@ impl Registry {
                 return Err(e);
             }
         };
-        if let Err(e) = closing_body(&state, session, chunk, &streamed) {
+        if let Err(e) = closing_body(&state, repo, session, chunk, &streamed) {
             writer.abort_created().await;
             return Err(e);
         }
@@ -277,7 +277,7 @@ impl Registry {
     async fn mp_link(
         &self,
         repo: &RepoName,
-        session: Option<(&UploadId, &str)>,
+        session: Option<&UploadId>,
         digest: &Digest,
         writer: &ResumableWriter,
         cas: &StoragePath,
@@ -289,7 +289,7 @@ impl Registry {
             writer.copy_to(cas, size).await?;
         }
         self.write_link(&paths::layer_link(repo, digest), digest).await?;
-        if let Some((id, _)) = session {
+        if let Some(id) = session {
             self.driver.delete(&paths::upload_dir(repo, id)).await?;
         }
         Ok(BlobInfo {
@@ -299,8 +299,8 @@ impl Registry {
     }
 
     /// Discard the session (if any) after `e`, and answer `e`.
-    async fn mp_discarded(&self, repo: &RepoName, session: Option<(&UploadId, &str)>, e: Error) -> Error {
-        if let Some((id, _)) = session
+    async fn mp_discarded(&self, repo: &RepoName, session: Option<&UploadId>, e: Error) -> Error {
+        if let Some(id) = session
             && let Err(discard) = self.mp_discard(repo, id).await
         {
             return discard;
@@ -324,14 +324,18 @@ impl Registry {
 }
 
 /// The closing PUT's body must be whole and of the announced length.
-fn closing_body(state: &SessionState, session: Option<(&UploadId, &str)>, chunk: ChunkInfo, p: &Pumped) -> Result<()> {
+fn closing_body(
+    state: &SessionState,
+    repo: &RepoName,
+    session: Option<&UploadId>,
+    chunk: ChunkInfo,
+    p: &Pumped,
+) -> Result<()> {
     if let Some(why) = &p.interrupted {
         return Err(body::interrupted_close(why));
     }
     match (chunk.len, session) {
-        (Some(len), Some((id, location))) if len != p.received => {
-            Err(chunk.length_mismatch(state.size, id, location, p.received))
-        }
+        (Some(len), Some(id)) if len != p.received => Err(chunk.length_mismatch(state.size, repo, id, p.received)),
         // A one-request upload has no session to resume.
         (Some(len), None) if len != p.received => Err(body::size_mismatch(len, p.received)),
         _ => Ok(()),

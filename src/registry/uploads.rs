@@ -54,50 +54,50 @@ pub struct ChunkInfo {
 impl ChunkInfo {
     /// The chunk against a session now at `size`: 416 with the session's range when it does
     /// not start there, or when its numbers cannot describe its body.
-    pub(super) fn check(&self, size: u64, id: &UploadId, location: &str) -> Result<()> {
+    pub(super) fn check(&self, size: u64, repo: &RepoName, id: &UploadId) -> Result<()> {
         if let Some(start) = self.start
             && start != size
         {
             return Err(Error::UploadRangeInvalid {
-                location: location.to_owned(),
-                upload_id: id.to_string(),
+                repo: repo.clone(),
+                upload_id: id.clone(),
                 size,
                 start,
             });
         }
         if let Some(reason) = self.invalid {
-            return Err(self.refused(size, id, location, reason.to_owned()));
+            return Err(self.refused(size, repo, id, reason.to_owned()));
         }
         Ok(())
     }
 
     /// The 416 for a chunk whose body did not have the length its `Content-Range` announced.
-    pub(super) fn length_mismatch(&self, size: u64, id: &UploadId, location: &str, received: u64) -> Error {
+    pub(super) fn length_mismatch(&self, size: u64, repo: &RepoName, id: &UploadId, received: u64) -> Error {
         let len = self.len.unwrap_or_default();
         self.refused(
             size,
+            repo,
             id,
-            location,
             format!("Content-Range announced {len} bytes but the body had {received}; the chunk was discarded"),
         )
     }
 
-    fn refused(&self, size: u64, id: &UploadId, location: &str, reason: String) -> Error {
+    fn refused(&self, size: u64, repo: &RepoName, id: &UploadId, reason: String) -> Error {
         Error::ChunkRangeInvalid {
-            location: location.to_owned(),
-            upload_id: id.to_string(),
+            repo: repo.clone(),
+            upload_id: id.clone(),
             size,
             reason,
         }
     }
 }
 
-/// One request on an open session: which session, and its URL (for the 416 answers).
+/// One request on an open session: which session (the 416 answers name it; the HTTP layer
+/// turns it into a `Location`).
 #[derive(Clone, Copy)]
 pub(crate) struct SessionAt<'a> {
     pub repo: &'a RepoName,
     pub id: &'a UploadId,
-    pub location: &'a str,
 }
 
 /// Where a session's bytes and hash state live between requests.
@@ -150,11 +150,8 @@ impl Registry {
         id: &UploadId,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<UploadStatus> {
-        let r = self
-            .append_upload_inner(SessionAt { repo, id, location }, chunk, body)
-            .await;
+        let r = self.append_upload_inner(SessionAt { repo, id }, chunk, body).await;
         self.track_session(repo, id, r, false).await
     }
 
@@ -167,10 +164,9 @@ impl Registry {
         digest: &Digest,
         chunk: ChunkInfo,
         body: BodyStream,
-        location: &str,
     ) -> Result<BlobInfo> {
         let r = self
-            .finish_upload_inner(SessionAt { repo, id, location }, digest, chunk, body)
+            .finish_upload_inner(SessionAt { repo, id }, digest, chunk, body)
             .await;
         self.track_session(repo, id, r, true).await
     }
@@ -214,7 +210,7 @@ impl Registry {
 
     async fn upload_status_inner(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
-            return Err(Error::BlobUploadUnknown(id.to_string()));
+            return Err(Error::BlobUploadUnknown(id.clone().into()));
         }
         match self.upload_backend() {
             Backend::Appended => self.append_status(repo, id).await,
@@ -245,10 +241,7 @@ impl Registry {
         self.check_gc_lock().await?;
         match self.upload_backend() {
             Backend::Appended => self.append_finish(at, digest, chunk, body).await,
-            Backend::Resumable => {
-                self.mp_finish(at.repo, Some((at.id, at.location)), digest, chunk, body)
-                    .await
-            }
+            Backend::Resumable => self.mp_finish(at.repo, Some(at.id), digest, chunk, body).await,
         }
     }
 
@@ -256,7 +249,7 @@ impl Registry {
         let _guard = self.lock_session(repo, id).await?;
         self.forget_warm(repo, id);
         if !self.exists(&paths::upload_startedat(repo, id)).await? {
-            return Err(Error::BlobUploadUnknown(id.to_string()));
+            return Err(Error::BlobUploadUnknown(id.clone().into()));
         }
         self.discard_upload(repo, id).await
     }
@@ -308,7 +301,7 @@ impl Registry {
                 h
             })
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::internal)?;
         }
         Ok(h)
     }

@@ -191,7 +191,7 @@ impl Registry {
                     Err(e) => return Err(Error::from(e)),
                 };
                 let info = every_reading(&bytes).map_err(|e: Error| {
-                    Error::Internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
+                    Error::internal(format!("{repo}: cannot parse manifest {d} ({e}); nothing was removed"))
                 })?;
                 Ok(Some((d.clone(), info)))
             })

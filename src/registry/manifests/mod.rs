@@ -23,6 +23,7 @@ pub use referrers::Descriptor;
 pub use signals::{References, references};
 
 use super::Registry;
+use super::content::Reference;
 use super::digest::{Algorithm, Digest};
 use super::names::{RepoName, Tag};
 use super::paths;
@@ -55,17 +56,17 @@ impl Registry {
         Ok(self.driver.capabilities().object_store && self.exists(&paths::repo(repo).join("_layers")).await?)
     }
 
-    async fn manifest_unknown(&self, repo: &RepoName, reference: &str) -> Error {
+    async fn manifest_unknown(&self, repo: &RepoName, reference: Reference) -> Error {
         match self.repo_exists(repo).await {
-            Ok(false) => Error::NameUnknown(repo.to_string()),
-            _ => Error::ManifestUnknown(reference.to_owned()),
+            Ok(false) => Error::NameUnknown(repo.clone()),
+            _ => Error::ManifestUnknown(reference.into()),
         }
     }
 
     /// A manifest of the repository, by digest.
     pub async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Arc<StoredManifest>> {
         if self.read_link(&paths::revision_link(repo, d)).await?.as_ref() != Some(d) {
-            return Err(self.manifest_unknown(repo, &d.to_string()).await);
+            return Err(self.manifest_unknown(repo, Reference::Digest(d.clone())).await);
         }
         if let Some(m) = self.manifest_cache.get(d) {
             return Ok(m);
@@ -77,7 +78,7 @@ impl Registry {
         }
         let bytes = match self.driver.get_content(&paths::blob_data(d)).await {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(d.to_string())),
+            Err(e) if e.is_not_found() => return Err(Error::ManifestUnknown(Reference::Digest(d.clone()).into())),
             Err(e) => return Err(e.into()),
         };
         let m = Arc::new(match read_stored(&bytes) {
@@ -116,9 +117,10 @@ impl Registry {
         if let Some(expected) = url_digest
             && expected != &digest
         {
-            return Err(Error::DigestInvalid(format!(
-                "the manifest's digest is {digest}, not {expected}"
-            )));
+            return Err(Error::ManifestDigestMismatch {
+                computed: digest,
+                expected: expected.clone(),
+            });
         }
         let info = parse_manifest(&bytes, content_type)?;
         self.check_gc_lock().await?;
@@ -128,12 +130,12 @@ impl Registry {
             if self.read_link(&paths::layer_link(repo, b)).await?.as_ref() != Some(b)
                 || self.stat_cas(b).await?.is_none()
             {
-                missing.push(b.to_string());
+                missing.push(b.clone());
             }
         }
         for c in &info.children {
             if self.read_link(&paths::revision_link(repo, c)).await?.as_ref() != Some(c) {
-                missing.push(c.to_string());
+                missing.push(c.clone());
             }
         }
         if !missing.is_empty() {

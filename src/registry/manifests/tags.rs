@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crate::error::Result;
+use crate::registry::content::Reference;
 use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag};
 use crate::registry::{Registry, paths};
@@ -12,7 +13,7 @@ impl Registry {
     pub async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
         match self.read_link(&paths::tag_current(repo, tag)).await? {
             Some(d) => Ok(d),
-            None => Err(self.manifest_unknown(repo, tag.as_str()).await),
+            None => Err(self.manifest_unknown(repo, Reference::Tag(tag.clone())).await),
         }
     }
 

@@ -90,10 +90,10 @@ impl Registry {
         chunk: ChunkInfo,
         body: BodyStream,
     ) -> Result<UploadStatus> {
-        let SessionAt { repo, id, location } = at;
+        let SessionAt { repo, id } = at;
         let session = self.resume_session(at, chunk).await?;
         let session = self
-            .write_body(repo, id, session, body, chunk, Some(location), Durability::Lagged)
+            .write_body(repo, id, session, body, chunk, true, Durability::Lagged)
             .await?;
         let size = session.size;
         self.keep_warm(repo, id, session);
@@ -102,9 +102,9 @@ impl Registry {
 
     /// The session's state, checked against where `chunk` says it starts (416 otherwise).
     async fn resume_session(&self, at: SessionAt<'_>, chunk: ChunkInfo) -> Result<Session> {
-        let SessionAt { repo, id, location } = at;
+        let SessionAt { repo, id } = at;
         let session = self.current_session(repo, id).await?;
-        if let Err(e) = chunk.check(session.size, id, location) {
+        if let Err(e) = chunk.check(session.size, repo, id) {
             self.keep_warm(repo, id, session);
             return Err(e);
         }
@@ -157,11 +157,11 @@ impl Registry {
         chunk: ChunkInfo,
         body: BodyStream,
     ) -> Result<BlobInfo> {
-        let SessionAt { repo, id, location } = at;
+        let SessionAt { repo, id } = at;
         let session = self.resume_session(at, chunk).await?;
         // The session ends here, so its hash state need not be checkpointed.
         let session = self
-            .write_body(repo, id, session, body, chunk, Some(location), Durability::Final)
+            .write_body(repo, id, session, body, chunk, true, Durability::Final)
             .await?;
         self.complete_upload(repo, id, digest, session).await
     }
@@ -213,7 +213,7 @@ impl Registry {
             pending: None,
         };
         let result = match self
-            .write_body(repo, &id, fresh, body, expected, None, Durability::Final)
+            .write_body(repo, &id, fresh, body, expected, false, Durability::Final)
             .await
         {
             Ok(session) => self.complete_upload(repo, &id, digest, session).await,
@@ -228,7 +228,7 @@ impl Registry {
     /// Load a session: its size, and a hasher resumed from the newest checkpoint at or below
     /// that size (hashing any bytes past the checkpoint, which only a crash leaves behind).
     async fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
-        let unknown = || Error::BlobUploadUnknown(id.to_string());
+        let unknown = || Error::BlobUploadUnknown(id.clone().into());
         let algs = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
             Ok(a) => a,
             Err(e) if e.is_not_found() => return Err(unknown()),

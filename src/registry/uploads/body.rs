@@ -66,7 +66,7 @@ pub(crate) async fn pump(mut body: BodyStream, hasher: Hasher, idle: Duration, s
         }
     }
     drop(htx);
-    let hasher = hashing.await.map_err(|e| Error::Internal(e.to_string()))?;
+    let hasher = hashing.await.map_err(Error::internal)?;
     Ok(Pumped {
         hasher,
         received,
@@ -98,9 +98,10 @@ pub(crate) fn check_digest(computed: &Digest, digest: &Digest) -> Result<()> {
     if computed == digest {
         return Ok(());
     }
-    Err(Error::DigestInvalid(format!(
-        "the uploaded content has digest {computed}, not {digest}; the upload was discarded"
-    )))
+    Err(Error::UploadDigestMismatch {
+        computed: computed.clone(),
+        expected: digest.clone(),
+    })
 }
 
 /// Another request on the same session committed first (object stores, conditional writes).

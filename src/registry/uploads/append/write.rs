@@ -57,7 +57,7 @@ impl Registry {
         session: Session,
         body: BodyStream,
         expected: ChunkInfo,
-        location: Option<&str>,
+        in_session: bool,
         mode: Durability,
     ) -> Result<Session> {
         let Session {
@@ -70,7 +70,7 @@ impl Registry {
         let (mut sink, task) = self.open_data(repo, id, start).await?;
         let pumped = body::pump(body, hasher, crate::hooks::body_idle_timeout(), &mut sink).await?;
         drop(sink);
-        let (writer, result) = task.await.map_err(|e| Error::Internal(e.to_string()))?;
+        let (writer, result) = task.await.map_err(Error::internal)?;
         let received = writer.size() - start;
         let rollback =
             result.is_err() || (pumped.interrupted.is_none() && expected.len.is_some_and(|len| len != received));
@@ -105,7 +105,7 @@ impl Registry {
             }
         }
         if w.rollback {
-            return Err(refused(expected, start, id, location, w.received));
+            return Err(refused(expected, start, repo, id, in_session, w.received));
         }
         let size = w.writer.size();
         if let Some(why) = &w.interrupted {
@@ -131,7 +131,7 @@ impl Registry {
     async fn open_data(&self, repo: &RepoName, id: &UploadId, start: u64) -> Result<(DataSink, WriterTask)> {
         let mut writer = self.driver.append_writer(&paths::upload_data(repo, id)).await?;
         if writer.size() != start {
-            return Err(Error::Internal(format!(
+            return Err(Error::internal(format!(
                 "upload {id}: data is {} bytes, expected {start}",
                 writer.size()
             )));
@@ -234,7 +234,7 @@ async fn settle_pending(
     let Some(Pending { flush, state }) = pending else {
         return Ok(Ok(None));
     };
-    Ok(match flush.await.map_err(|e| Error::Internal(e.to_string()))? {
+    Ok(match flush.await.map_err(Error::internal)? {
         Ok(()) => Ok((mode == Durability::Lagged).then_some(state)),
         Err(e) => Err(e),
     })
@@ -249,16 +249,15 @@ fn flush_in_background(mut writer: Box<dyn BlobWriter>, hasher: &Hasher) -> Pend
 }
 
 /// The 416 (a session) or 400 (a one-request upload) for a body of the wrong length.
-fn refused(expected: ChunkInfo, start: u64, id: &UploadId, location: Option<&str>, received: u64) -> Error {
-    match location {
-        Some(location) => expected.length_mismatch(start, id, location, received),
+fn refused(expected: ChunkInfo, start: u64, repo: &RepoName, id: &UploadId, in_session: bool, received: u64) -> Error {
+    if in_session {
+        expected.length_mismatch(start, repo, id, received)
+    } else {
         // A one-request upload has no session to resume.
-        None => body::size_mismatch(expected.len.unwrap_or_default(), received),
+        body::size_mismatch(expected.len.unwrap_or_default(), received)
     }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
+    tokio::task::spawn_blocking(f).await.map_err(Error::internal)
 }
