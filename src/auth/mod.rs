@@ -5,7 +5,9 @@
 //! [`Auth::issue`] is the built-in token server's logic. Nothing here knows HTTP routes.
 
 pub mod htpasswd;
+mod issue;
 pub mod limiter;
+mod login;
 pub mod rules;
 pub mod scope;
 pub mod token;
@@ -17,11 +19,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
-use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
 use crate::error::Error;
 use htpasswd::Htpasswd;
+pub use issue::{Grant, Issued, TokenRequest};
 use limiter::Limiter;
 use rules::Rules;
 pub use scope::Access;
@@ -75,34 +77,6 @@ struct BuiltIn {
     users: Arc<Htpasswd>,
     ttl: Duration,
     refresh_ttl: Duration,
-}
-
-/// A request to the token endpoint.
-pub struct TokenRequest {
-    pub service: Option<String>,
-    pub scopes: Vec<ResourceActions>,
-    pub grant: Grant,
-    /// Also return a refresh token (`offline_token=true`, `access_type=offline`).
-    pub offline: bool,
-}
-
-pub enum Grant {
-    /// `GET /token`: Basic credentials in `Authorization`, or none (anonymous).
-    Header(Credentials),
-    /// OAuth2 `grant_type=password`.
-    Password { user: String, password: String },
-    /// OAuth2 `grant_type=refresh_token`.
-    Refresh(String),
-}
-
-/// What the token endpoint answers.
-pub struct Issued {
-    pub token: String,
-    pub expires_in: u64,
-    pub issued_at: String,
-    pub refresh_token: Option<String>,
-    /// The granted scopes, space-separated (OAuth2's `scope`).
-    pub scope: String,
 }
 
 pub struct Auth {
@@ -347,167 +321,6 @@ impl Auth {
                 .map(|b| serde_json::to_value(b.signer.jwks()).expect("json")),
             _ => None,
         }
-    }
-
-    /// The token endpoint: authenticate, then grant each requested scope intersected with what
-    /// the rules allow the caller (a partial or empty grant is not an error).
-    pub async fn issue(&self, req: RequestInfo<'_>, tr: TokenRequest) -> Result<Issued, Error> {
-        let Mode::Token(t) = &self.mode else {
-            return Err(Error::NotFound("/token".into()));
-        };
-        let Some(b) = &t.builtin else {
-            return Err(Error::NotFound("/token".into()));
-        };
-        if let Some(service) = tr.service.as_deref().filter(|s| !s.is_empty())
-            && service != t.service
-        {
-            return Err(Error::Denied {
-                detail: vec![serde_json::json!({ "service": service, "expected": t.service })],
-            });
-        }
-        let refused = || Error::Unauthorized {
-            challenge: format!("Basic realm={}", quoted(&t.service)),
-            detail: Vec::new(),
-        };
-        let refresh_audience = format!("{}#refresh", t.service);
-        // The credential a refresh token is bound to: the user's htpasswd hash at login.
-        let mut bound_to = None;
-        let user = match tr.grant {
-            Grant::Header(Credentials::None) => None,
-            Grant::Header(Credentials::Basic { user, password }) | Grant::Password { user, password } => {
-                let Some(hash) = self.login(&b.users, &user, &password, req.peer).await? else {
-                    return Err(refused());
-                };
-                bound_to = Some(hash);
-                Some(user)
-            }
-            Grant::Header(_) => return Err(refused()),
-            Grant::Refresh(raw) => {
-                let claims = t
-                    .verifier
-                    .verify_refresh(&raw, &b.signer, &refresh_audience)
-                    .map_err(|e| {
-                        tracing::info!(reason = %e, "refused a refresh token");
-                        refused()
-                    })?;
-                // Bound to the credential it was issued for: a changed password or a removed
-                // user ends it (tokens without a binding, from before, too).
-                let current = b.users.entry(&claims.sub);
-                let same = current.as_deref().is_some_and(|hash| {
-                    let expected = b.signer.credential_binding(&claims.sub, hash);
-                    !claims.cred.is_empty() && bool::from(expected.as_bytes().ct_eq(claims.cred.as_bytes()))
-                });
-                if claims.sub.is_empty() || !same {
-                    tracing::info!(
-                        user = claims.sub,
-                        "refused a refresh token: the user's password changed or the user was removed"
-                    );
-                    return Err(refused());
-                }
-                bound_to = current;
-                Some(claims.sub)
-            }
-        };
-        let caller = Caller {
-            user: user.clone(),
-            token: None,
-        };
-        let granted: Vec<ResourceActions> = tr
-            .scopes
-            .into_iter()
-            .map(|mut ra| {
-                ra.actions.retain(|action| {
-                    let a = Access {
-                        typ: ra.typ.clone(),
-                        name: ra.name.clone(),
-                        action: action.clone(),
-                    };
-                    self.rules.allows(caller.user.as_deref(), &a)
-                });
-                ra
-            })
-            .collect();
-        let scope = granted
-            .iter()
-            .filter(|ra| !ra.actions.is_empty())
-            .map(|ra| format!("{}:{}:{}", ra.typ, ra.name, ra.actions.join(",")))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let sub = user.as_deref().unwrap_or("");
-        let token = b.signer.sign(&t.issuer, sub, &t.service, b.ttl, granted);
-        let refresh_token = match (&user, bound_to) {
-            (Some(u), Some(hash)) if tr.offline => Some(b.signer.sign_bound(
-                &t.issuer,
-                sub,
-                &refresh_audience,
-                b.refresh_ttl,
-                Vec::new(),
-                b.signer.credential_binding(u, &hash),
-            )),
-            _ => None,
-        };
-        tracing::info!(user = sub, scope = %scope, "token issued");
-        Ok(Issued {
-            token,
-            expires_in: b.ttl.as_secs(),
-            issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            refresh_token,
-            scope,
-        })
-    }
-
-    /// Check a password under the failed-login limits (`limiter`): Ok(Some(the matched hash))
-    /// if right, Ok(None) if wrong, 429 TOOMANYREQUESTS at once (no bcrypt) while `user` is
-    /// locked out for this client address.
-    pub async fn login(
-        &self,
-        users: &Arc<Htpasswd>,
-        user: &str,
-        password: &str,
-        peer: Option<IpAddr>,
-    ) -> Result<Option<String>, Error> {
-        let l = &self.limiter;
-        let throttled = |retry_after: Duration| {
-            crate::metrics::login_throttled();
-            tracing::debug!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "login refused: too many failed logins");
-            Error::Throttled {
-                reason: "too many failed logins: try again later".into(),
-                retry_after,
-            }
-        };
-        let busy = Duration::from_secs(1);
-        // Locked out: refuse before anything, the remembered-password check included (it is
-        // an oracle too).
-        if let Some(wait) = l.locked(user, peer) {
-            return Err(throttled(wait));
-        }
-        if let Some(hash) = users.cached(user, password) {
-            l.known(user, peer);
-            return Ok(Some(hash));
-        }
-        // One check per user at a time, so parallel guesses see each other's failures.
-        let turn = l.turn(user).await.ok_or_else(|| throttled(busy))?;
-        if let Some(hash) = users.cached(user, password) {
-            l.known(user, peer);
-            return Ok(Some(hash));
-        }
-        let ticket = l.reserve(user, peer).map_err(throttled)?;
-        let slot = l.slot().await.ok_or_else(|| throttled(busy))?;
-        // The check runs to its end, and is counted, even if the client goes away meanwhile.
-        let (users, user, password) = (users.clone(), user.to_owned(), password.to_owned());
-        let task = tokio::spawn(async move {
-            let hash = users.check(&user, &password, slot).await;
-            match &hash {
-                Some(_) => ticket.succeeded(peer),
-                None => {
-                    tracing::warn!(user, client = %peer.map_or_else(String::new, |p| p.to_string()), "failed login");
-                    ticket.failed();
-                }
-            }
-            drop(turn);
-            hash
-        });
-        Ok(task.await.unwrap_or(None))
     }
 
     /// Whether `caller` may do `a`. With auth off, everything. A bearer caller needs `a` in its
