@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use crate::cli::Command;
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::registry::gc::{EvictReason, GcOptions, GcReport};
 use crate::storage::fence::{FenceError, FenceRole};
 
-pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
+/// Run `command` with `config`; `hooks` are the test hooks and timeouts read at start-up.
+pub fn run(command: Command, config: Config, hooks: Hooks) -> anyhow::Result<()> {
     match command {
         Command::Serve { .. } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -17,7 +19,7 @@ pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-                crate::serve(listener, config, crate::server::shutdown_signal()).await
+                crate::serve(listener, config, hooks, crate::server::shutdown_signal()).await
             })?;
             // Requests cut at the drain timeout may leave a blocking write finishing: give it a
             // moment, but never hang the exit on it.
@@ -49,15 +51,15 @@ pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(garbage_collect(config, opts, force))
+            rt.block_on(garbage_collect(config, &hooks, opts, force))
         }
     }
 }
 
 /// `garbage-collect`: take the storage's fence against writers (`storage::fence`), collect,
 /// take the fence down, print the report.
-async fn garbage_collect(config: Config, mut opts: GcOptions, force: bool) -> anyhow::Result<()> {
-    let registry = crate::server::registry_for(&config, crate::server::open_store(&config)?);
+async fn garbage_collect(config: Config, hooks: &Hooks, mut opts: GcOptions, force: bool) -> anyhow::Result<()> {
+    let registry = crate::server::registry_for(&config, crate::server::open_store(&config)?, hooks);
     let role = FenceRole::Collector {
         force,
         dry_run: opts.dry_run,

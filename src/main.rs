@@ -18,7 +18,9 @@ fn main() {
     }
     init_tracing(&config);
     notes.iter().for_each(wharf::config::ConfigNote::log);
-    if let Err(e) = wharf::commands::run(cli.command, config) {
+    // Test hooks and timeouts (`WHARF_FAILPOINTS`, `WHARF_TIMEOUTS`): read here, once, and passed down.
+    let hooks = wharf::hooks::Hooks::from_env(&env);
+    if let Err(e) = wharf::commands::run(cli.command, config, hooks) {
         eprintln!("wharf: {e:#}");
         std::process::exit(1);
     }

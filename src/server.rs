@@ -14,6 +14,7 @@ use tower::Layer;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::hooks::{Hooks, Timeouts};
 use crate::http::{self, App};
 use crate::registry::{Options, Registry};
 use crate::storage::Driver;
@@ -39,13 +40,14 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Driver>> {
     Ok(Arc::new(d))
 }
 
-pub fn registry_for(config: &Config, driver: Arc<dyn Driver>) -> Registry {
+pub fn registry_for(config: &Config, driver: Arc<dyn Driver>, hooks: &Hooks) -> Registry {
     let redirect = driver.capabilities().redirect && !config.storage.redirect.disable;
     Registry::new(
         driver,
         Options {
             delete_enabled: config.storage.delete.enabled,
             redirect,
+            hooks: hooks.clone(),
         },
     )
     .with_upload_limits(config.uploads.maxperrepository, config.uploads.maxperclient)
@@ -73,13 +75,15 @@ async fn writer_fence(registry: &Registry, config: &mut Config) -> anyhow::Resul
     }
 }
 
-/// Serve until `shutdown` resolves, then finish in-flight requests.
+/// Serve until `shutdown` resolves, then finish in-flight requests. `hooks`: the test hooks and
+/// timeouts (`Hooks::default()` outside tests).
 pub async fn serve(
     listener: TcpListener,
     mut config: Config,
+    hooks: Hooks,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let registry = Arc::new(registry_for(&config, open_store(&config)?));
+    let registry = Arc::new(registry_for(&config, open_store(&config)?, &hooks));
     let _fence = writer_fence(&registry, &mut config).await?;
     let readonly = config.storage.maintenance.readonly.enabled;
     let auth = Auth::from_config(&config.auth)
@@ -129,7 +133,13 @@ pub async fn serve(
     }
     let router = ops.wrap(http::router(app));
     let drain = ops.drain;
-    let server = accept_loop(listener, router, tls, config.http.sendtimeout(), drain.stopped());
+    let server = accept_loop(
+        listener,
+        router,
+        tls,
+        (config.http.sendtimeout(), hooks.timeouts),
+        drain.stopped(),
+    );
     let metrics = ops.metrics.clone();
     drain
         .run(
@@ -149,12 +159,13 @@ pub async fn serve(
 /// Accept connections until `shutdown`, serving each (after a TLS handshake when `tls` is
 /// set) with HTTP/1.1; then wait for in-flight connections to finish their requests. A
 /// connection whose client reads nothing for `send_timeout` while an answer is pending is
-/// closed (under TLS too: the timeout wraps the TCP stream).
+/// closed (under TLS too: the timeout wraps the TCP stream); `timeouts` bound how long its
+/// headers and the silences in its bodies may take.
 async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<Tls>>,
-    send_timeout: Duration,
+    (send_timeout, timeouts): (Duration, Timeouts),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -180,10 +191,10 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(TokioIo::new(stream), router, (peer, local), false, watcher).await,
+                None => serve_connection(TokioIo::new(stream), router, (peer, local), (false, timeouts), watcher).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        serve_connection(TokioIo::new(stream), router, (peer, local), true, watcher).await
+                        serve_connection(TokioIo::new(stream), router, (peer, local), (true, timeouts), watcher).await
                     }
                     Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
@@ -201,14 +212,14 @@ async fn serve_connection<I>(
     io: TokioIo<I>,
     router: axum::Router,
     (peer, local): (SocketAddr, Option<SocketAddr>),
-    tls: bool,
+    (tls, timeouts): (bool, Timeouts),
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // What handlers learn about the connection: the client address (login limiter) and TLS. A
     // body whose client goes silent fails after the idle timeout (slowloris, lying lengths).
-    let idle = crate::hooks::body_idle_timeout();
+    let idle = timeouts.body_idle;
     let svc = tower::util::MapRequestLayer::new(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(|b| http::idle::IdleTimeoutBody::new(b, idle));
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -224,7 +235,7 @@ async fn serve_connection<I>(
     // Headers must arrive within the header timeout, or the connection is closed (slowloris).
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(crate::hooks::header_read_timeout())
+        .header_read_timeout(timeouts.header_read)
         .keep_alive(true)
         .serve_connection(io, TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn).await {

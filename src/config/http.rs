@@ -81,7 +81,7 @@ impl Default for HttpConfig {
         HttpConfig {
             draintimeout: Duration::from_secs(30),
             // As long as the read side's silence between two pieces of a request body
-            // (`hooks::BODY_IDLE_TIMEOUT`).
+            // (`hooks::BODY_IDLE_TIMEOUT`, or `WHARF_TIMEOUTS`).
             sendtimeout: Duration::from_secs(60),
             headers: Headers::new(),
             debug: DebugConfig::default(),

@@ -26,7 +26,7 @@ use axum::{Router, extract::DefaultBodyLimit};
 use futures::StreamExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::auth::{Auth, RequestInfo};
+use crate::auth::{Auth, Caller, RequestInfo};
 use crate::error::{Error, Result};
 use crate::header_names::DOCKER_DISTRIBUTION_API_VERSION;
 use crate::registry::content::Content;
@@ -99,47 +99,75 @@ async fn handle(app: &App, mut req: Request) -> Result<Response> {
     if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         check_write(app, &route)?;
     }
-    let peer = request_info(&req).peer;
+    let request = Checked {
+        pairs: &pairs,
+        q: &q,
+        caller: &caller,
+        peer: request_info(&req).peer,
+    };
+    endpoint(app, &route, &method, req, request).await
+}
+
+/// What `handle` learnt about a request before its endpoint runs.
+struct Checked<'a> {
+    /// All query pairs in order (`tag` may repeat), and the last value of each key.
+    pairs: &'a [(String, String)],
+    q: &'a HashMap<String, String>,
+    caller: &'a Caller,
+    /// The client's address (upload-session caps count against it when there is no user).
+    peer: Option<std::net::IpAddr>,
+}
+
+/// The endpoint table: one line per (route, method).
+async fn endpoint(app: &App, route: &V2Route, method: &Method, req: Request, r: Checked<'_>) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    let h = &parts.headers;
+    let (h, q) = (&parts.headers, r.q);
     use V2Route::*;
-    match (&route, &method) {
+    match (route, method) {
         (Base, &Method::GET | &Method::HEAD) => Ok(base()),
         (Blob { name, digest }, &Method::GET) => blobs::get(app, name, digest, h, false).await,
         (Blob { name, digest }, &Method::HEAD) => blobs::get(app, name, digest, h, true).await,
         (Blob { name, digest }, &Method::DELETE) => blobs::delete(app, name, digest).await,
         (UploadStart { name }, &Method::POST) => {
-            uploads::start(app, name, &q, h, body, &caller, &uploads::client_key(&caller, peer)).await
+            let client = uploads::client_key(r.caller, r.peer);
+            uploads::start(app, name, q, h, body, r.caller, &client).await
         }
         (Upload { name, id }, &Method::GET) => uploads::status(app, name, id).await,
         (Upload { name, id }, &Method::PATCH) => uploads::patch(app, name, id, h, body).await,
-        (Upload { name, id }, &Method::PUT) => uploads::put(app, name, id, &q, h, body).await,
+        (Upload { name, id }, &Method::PUT) => uploads::put(app, name, id, q, h, body).await,
         (Upload { name, id }, &Method::DELETE) => uploads::cancel(app, name, id).await,
         (Manifest { name, reference }, &Method::GET) => manifests::get(app, name, reference, h, false).await,
         (Manifest { name, reference }, &Method::HEAD) => manifests::get(app, name, reference, h, true).await,
-        (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, &pairs, h, body).await,
+        (Manifest { name, reference }, &Method::PUT) => manifests::put(app, name, reference, r.pairs, h, body).await,
         (Manifest { name, reference }, &Method::DELETE) => manifests::delete(app, name, reference).await,
-        (BadReference { reference, .. }, &Method::GET | &Method::HEAD | &Method::DELETE) => {
-            Err(Error::ManifestUnknown(crate::error::Named::Unparsed(reference.clone())))
+        (BadReference { reference, .. }, &Method::GET | &Method::HEAD | &Method::DELETE | &Method::PUT) => {
+            bad_reference(reference, method, body).await
         }
-        (BadReference { reference, .. }, &Method::PUT) => {
-            drain_refused(body).await;
-            Err(if reference.contains(':') {
-                Error::DigestInvalid(format!("invalid digest {reference:?}"))
-            } else {
-                Error::TagInvalid(format!("invalid tag {reference:?}"))
-            })
-        }
-        (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, &q).await,
+        (Tags { name }, &Method::GET | &Method::HEAD) => listing::tags(app, name, q).await,
         (Catalog, &Method::GET | &Method::HEAD) => {
-            listing::catalog(app, &q, &|repo| app.auth.catalog_shows(&caller, repo)).await
+            listing::catalog(app, q, &|repo| app.auth.catalog_shows(r.caller, repo)).await
         }
-        (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, &q).await,
+        (Referrers { name, digest }, &Method::GET | &Method::HEAD) => listing::referrers(app, name, digest, q).await,
         _ => Err(Error::MethodNotAllowed {
             method: method.to_string(),
             route: route.kind(),
         }),
     }
+}
+
+/// A manifest path whose reference is neither a tag nor a digest: unknown to a read, invalid to a PUT.
+async fn bad_reference(reference: &str, method: &Method, body: Body) -> Result<Response> {
+    if method != Method::PUT {
+        return Err(Error::ManifestUnknown(crate::error::Named::Unparsed(
+            reference.to_owned(),
+        )));
+    }
+    drain_refused(body).await;
+    Err(if reference.contains(':') {
+        Error::DigestInvalid(format!("invalid digest {reference:?}"))
+    } else {
+        Error::TagInvalid(format!("invalid tag {reference:?}"))
+    })
 }
 
 /// Who the caller is, if they may make this request. A mount's source is not required

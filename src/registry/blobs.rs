@@ -123,7 +123,7 @@ impl Registry {
             Some(existing) if existing.size == size => {} // the same bytes are stored already
             _ => self.driver.move_(data, &paths::blob_data(d)).await?,
         }
-        crate::hooks::failpoint("blob-after-commit");
+        self.failpoint("blob-after-commit");
         self.write_link(&paths::layer_link(repo, d), d).await
     }
 }

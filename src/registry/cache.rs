@@ -32,7 +32,7 @@
 //!   token yet), the PUT writes a fresh token *after* its writes, whether or not they
 //!   succeeded, and *before* it answers, then drops this process's index.
 //! - **Readers.** A catalog request reads the token and uses the cached index only if it was
-//!   built under that very token and less than [`catalog_max_age`] ago. Otherwise, under a
+//!   built under that very token and less than the catalog index age (`Timeouts::catalog_index_max_age`) ago. Otherwise, under a
 //!   rebuild lock (so concurrent misses walk once), it notes the time, reads the token again,
 //!   walks `repositories/`, and caches the names under the token it read *before* the walk,
 //!   aged from the moment before that read.
@@ -51,7 +51,7 @@
 //!    after T' matches.
 //! 2. It found `_manifests/` older than [`catalog_young`] (= the largest maximum age plus a
 //!    second for the coarse file clock): `_manifests/` was created after `r` and at least that
-//!    long before the PUT, so the index is older than [`catalog_max_age`] when the request
+//!    long before the PUT, so the index is older than the catalog index age (`Timeouts::catalog_index_max_age`) when the request
 //!    comes, and it is rebuilt. This case needs the wall clock not to step forward meanwhile.
 //!
 //! A writer that dies between creating `_manifests/` and writing the token never acknowledged,
@@ -66,7 +66,7 @@
 //! it). Code that ever removes `_manifests/` must call `Registry::catalog_changed` after it.
 //!
 //! Writers that are not Wharf (Distribution sharing the directory, rsync, an operator's
-//! `rm -rf`) write no token: their changes show once the index is [`catalog_max_age`] old
+//! `rm -rf`) write no token: their changes show once the index is the catalog index age (`Timeouts::catalog_index_max_age`) old
 //! (5 s), which bounds the staleness they can see. Object stores keep the walk per page.
 
 use std::collections::HashMap;
@@ -90,16 +90,12 @@ const SETTLED: Duration = Duration::from_millis(100);
 /// walked per page, as on object stores.
 const CATALOG_BUDGET: usize = 200_000;
 
-/// How long a catalog index is used at most (the staleness writers other than Wharf can see).
-pub fn catalog_max_age() -> Duration {
-    crate::hooks::catalog_index_max_age()
-}
-
 /// A repository whose `_manifests/` changed less than this ago may still be being created by a
-/// PUT that has not written its token yet: longer than any process's [`catalog_max_age`], plus
-/// a second for the coarse clock that stamps file times.
-pub fn catalog_young() -> Duration {
-    crate::hooks::CATALOG_INDEX_MAX_AGE.max(catalog_max_age()) + Duration::from_secs(1)
+/// PUT that has not written its token yet: longer than any process's catalog index age (the
+/// default, or this one's `max_age`, from `Timeouts::catalog_index_max_age`), plus a second for
+/// the coarse clock that stamps file times.
+pub fn catalog_young(max_age: Duration) -> Duration {
+    crate::hooks::CATALOG_INDEX_MAX_AGE.max(max_age) + Duration::from_secs(1)
 }
 
 /// Parsed manifests by digest, bounded at [`MANIFEST_BUDGET`] bytes; and every manifest some
@@ -340,7 +336,9 @@ mod tests {
         assert!(matches!(idx.get(&None, day), Some(Indexed::TooMany)));
         idx.invalidate();
         assert!(idx.get(&None, day).is_none());
-        assert!(catalog_young() > catalog_max_age());
+        let short = Duration::from_millis(10);
+        assert!(catalog_young(short) > crate::hooks::CATALOG_INDEX_MAX_AGE);
+        assert!(catalog_young(day) > day);
     }
 
     #[test]

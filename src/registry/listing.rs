@@ -145,7 +145,7 @@ impl Registry {
     /// Wharf process created); rebuilt by a whole walk when the marker changed or it aged out.
     /// `None`: walk per page instead.
     async fn catalog_names(&self) -> Result<Option<Arc<Vec<String>>>> {
-        let max_age = cache::catalog_max_age();
+        let max_age = self.opts.hooks.timeouts.catalog_index_max_age;
         let Some(token) = self.catalog_token().await else {
             return Ok(None);
         };
@@ -200,7 +200,7 @@ impl Registry {
             Ok(fi) => SystemTime::now()
                 .duration_since(fi.modified)
                 .ok()
-                .is_none_or(|age| age < cache::catalog_young()),
+                .is_none_or(|age| age < cache::catalog_young(self.opts.hooks.timeouts.catalog_index_max_age)),
             Err(_) => true,
         }
     }
@@ -321,6 +321,7 @@ mod tests {
         let opts = super::super::Options {
             delete_enabled: false,
             redirect: false,
+            hooks: Default::default(),
         };
         (tmp, Registry::new(driver, opts))
     }
@@ -408,7 +409,9 @@ mod tests {
         assert!(reg.catalog_may_grow(&repo).await, "young");
         reg.catalog_changed().await.unwrap();
         assert_eq!(reg.catalog(Some("c"), Some(5)).await.unwrap().items, ["d", "e"]);
-        let old = SystemTime::now() - cache::catalog_young() - std::time::Duration::from_secs(1);
+        let old = SystemTime::now()
+            - cache::catalog_young(crate::hooks::CATALOG_INDEX_MAX_AGE)
+            - std::time::Duration::from_secs(1);
         std::fs::File::open(repos.join("e/_manifests"))
             .unwrap()
             .set_modified(old)

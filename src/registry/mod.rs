@@ -38,6 +38,8 @@ pub struct Options {
     pub delete_enabled: bool,
     /// Blob GETs answer with a redirect to a presigned URL when the driver has one.
     pub redirect: bool,
+    /// Test hooks and the timeouts the domain uses (body idle, catalog index age).
+    pub hooks: crate::hooks::Hooks,
 }
 
 pub struct Registry {
@@ -83,6 +85,11 @@ impl Registry {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// A named crash point of the test hooks (`crate::hooks`).
+    fn failpoint(&self, name: &str) {
+        self.opts.hooks.failpoint(name)
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {

@@ -312,7 +312,7 @@ impl Registry {
     async fn mp_pump(&self, state: &SessionState, writer: &mut ResumableWriter, body: BodyStream) -> Result<Pumped> {
         let hasher = state.hasher()?;
         let mut parts = Parts { writer, failed: None };
-        let pumped = body::pump(body, hasher, crate::hooks::body_idle_timeout(), &mut parts).await;
+        let pumped = body::pump(body, hasher, self.opts.hooks.timeouts.body_idle, &mut parts).await;
         let failed = parts.failed.take();
         let flushed = parts.writer.flush().await;
         if let Some(e) = failed {

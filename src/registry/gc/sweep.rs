@@ -14,23 +14,13 @@ use crate::registry::manifests::read_stored;
 use crate::registry::names::{RepoName, Tag, UploadId};
 use crate::registry::{Registry, paths};
 
-/// Test hook for crash tests: with `WHARF_FAILPOINT_GC_ABORT_AFTER=N`, the process aborts
-/// (as if killed) just before its N+1-th removal. Read once; unset in production.
-fn crash_point() -> Option<usize> {
-    static AFTER: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *AFTER.get_or_init(|| std::env::var("WHARF_FAILPOINT_GC_ABORT_AFTER").ok()?.parse().ok())
-}
+/// Removals so far, for the crash tests' hook (`Hooks::gc_removal`: abort before the N+1-th).
+struct Removals<'a>(std::sync::atomic::AtomicUsize, &'a crate::hooks::Hooks);
 
-struct Removals(std::sync::atomic::AtomicUsize);
-
-impl Removals {
+impl Removals<'_> {
     fn step(&self) {
-        crate::hooks::failpoint("gc-sweep");
         let done = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if crash_point().is_some_and(|n| done >= n) {
-            eprintln!("failpoint: aborting garbage collection after {done} removals");
-            std::process::abort();
-        }
+        self.1.gc_removal(done);
     }
 }
 
@@ -39,7 +29,7 @@ pub(super) struct Sweep<'a> {
     registry: &'a Registry,
     opts: &'a GcOptions,
     marked_blobs: &'a HashSet<Digest>,
-    removals: Removals,
+    removals: Removals<'a>,
     verb: &'static str,
 }
 
@@ -54,7 +44,7 @@ impl<'a> Sweep<'a> {
             registry,
             opts,
             marked_blobs,
-            removals: Removals(Default::default()),
+            removals: Removals(Default::default(), &registry.options().hooks),
             verb,
         }
     }

@@ -195,13 +195,13 @@ impl Registry {
             self.write_link(&paths::referrer_link(repo, subject, digest), digest)
                 .await?;
         }
-        crate::hooks::failpoint("manifest-before-tag");
+        self.failpoint("manifest-before-tag");
         if !tags.is_empty() {
             self.tag_index.invalidate(repo);
             for tag in tags {
                 self.write_link(&paths::tag_index_link(repo, tag, digest), digest)
                     .await?;
-                crate::hooks::failpoint("tag-link-write");
+                self.failpoint("tag-link-write");
                 self.write_link(&paths::tag_current(repo, tag), digest).await?;
             }
         }

@@ -68,7 +68,7 @@ impl Registry {
             pending,
         } = session;
         let (mut sink, task) = self.open_data(repo, id, start).await?;
-        let pumped = body::pump(body, hasher, crate::hooks::body_idle_timeout(), &mut sink).await?;
+        let pumped = body::pump(body, hasher, self.opts.hooks.timeouts.body_idle, &mut sink).await?;
         drop(sink);
         let (writer, result) = task.await.map_err(Error::internal)?;
         let received = writer.size() - start;
@@ -94,7 +94,7 @@ impl Registry {
             }
         };
         let w = self.settle_chunk(w, start).await?;
-        crate::hooks::failpoint("upload-data-written");
+        self.failpoint("upload-data-written");
         if let Some(state) = durable_start {
             // Best effort: a missing checkpoint only means a longer rehash after a restart.
             if let Err(e) = self
