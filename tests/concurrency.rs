@@ -1,5 +1,5 @@
 //! Concurrency against the real binary: 64 clients pushing one blob, 64 moving one tag while
-//! 64 pull it, pushes racing DELETEs, and garbage collection beside pushes and pulls. No 5xx,
+//! 64 pull it, 64 tagging one manifest, pushes racing DELETEs, and garbage collection beside pushes and pulls. No 5xx,
 //! no torn reads (every body matches its digest), and the final state is one of the allowed
 //! outcomes, checked by the store verifier.
 mod common;
@@ -131,6 +131,42 @@ async fn a_tag_moved_by_sixty_four_clients_while_sixty_four_pull_it_is_never_tor
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"],
         serde_json::json!(["other", "t"])
     );
+}
+
+/// Manifest PUTs share the repository's lock: 64 clients tagging one manifest under 8 tags
+/// each, in one repository, all succeed, and every tag lands and resolves to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_tagging_one_manifest_in_one_repository_all_land() {
+    let s = Server::start();
+    let c = client();
+    let m = make_image(23, 500);
+    push_image(&c, &s.url(""), "tagged", "first", &m).await.unwrap();
+    let m = Arc::new(m);
+    let base = s.url("");
+    let mut taggers = Vec::new();
+    for i in 0..CLIENTS {
+        let (c, base, m) = (client(), base.clone(), m.clone());
+        taggers.push(tokio::spawn(async move {
+            for k in 0..8 {
+                let tag = format!("t{i}-{k}");
+                let st = put_manifest(&c, &base, "tagged", &tag, &m.manifest).await.unwrap();
+                assert_eq!(st, 201, "{tag}");
+            }
+        }));
+    }
+    for t in taggers {
+        t.await.unwrap();
+    }
+    let view = assert_store_ok(&s.root(), true);
+    let (st, body, _) = get(&c, &s.url("/v2/tagged/tags/list?n=10000")).await;
+    assert_eq!(st, 200);
+    let tags = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"].clone();
+    assert_eq!(tags.as_array().map(Vec::len), Some(CLIENTS * 8 + 1));
+    for i in 0..CLIENTS {
+        for k in 0..8 {
+            assert_eq!(view.tag("tagged", &format!("t{i}-{k}")), Some(m.digest.as_str()));
+        }
+    }
 }
 
 /// Regression: a blob push racing a DELETE of the same blob answered 500 (the filesystem

@@ -49,8 +49,11 @@ pub struct Registry {
     sessions: StdMutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Hasher state of the sessions this process wrote last, by the same key.
     warm: StdMutex<HashMap<String, uploads::Session>>,
-    /// Striped per-repository locks ordering tag changes within this process.
-    repo_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Striped per-repository locks ordering tag changes within this process: manifest PUTs
+    /// share them (concurrent PUTs of different tags never wait on each other's fsyncs), what
+    /// reads tags before changing them (manifest and tag DELETE, the cache's tag refresh) holds
+    /// one alone.
+    repo_locks: Vec<tokio::sync::RwLock<()>>,
     /// Parsed manifests by digest (immutable content, so never stale).
     manifest_cache: cache::ManifestCache,
     /// Sorted tag names per repository, for O(page) tags lists (filesystem stores).
@@ -68,7 +71,7 @@ impl Registry {
             opts,
             sessions: StdMutex::new(HashMap::new()),
             warm: StdMutex::new(HashMap::new()),
-            repo_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            repo_locks: (0..64).map(|_| tokio::sync::RwLock::new(())).collect(),
             manifest_cache: cache::ManifestCache::default(),
             tag_index: cache::TagIndex::default(),
             catalog_index: cache::CatalogIndex::default(),
@@ -96,13 +99,21 @@ impl Registry {
         &self.driver
     }
 
-    async fn repo_lock(&self, repo: &names::RepoName) -> tokio::sync::MutexGuard<'_, ()> {
+    fn repo_stripe(&self, repo: &names::RepoName) -> &tokio::sync::RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         repo.hash(&mut h);
-        self.repo_locks[(h.finish() % self.repo_locks.len() as u64) as usize]
-            .lock()
-            .await
+        &self.repo_locks[(h.finish() % self.repo_locks.len() as u64) as usize]
+    }
+
+    /// The repository's lock alone: for changes that read tags before writing them.
+    async fn repo_lock(&self, repo: &names::RepoName) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.repo_stripe(repo).write().await
+    }
+
+    /// The repository's lock, shared with other manifest PUTs.
+    async fn repo_lock_shared(&self, repo: &names::RepoName) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.repo_stripe(repo).read().await
     }
 
     fn require_delete(&self) -> Result<()> {
@@ -117,20 +128,13 @@ impl Registry {
 
     /// Read a link file; a link that does not parse as a digest counts as absent (invariant I2).
     async fn read_link(&self, p: &StoragePath) -> Result<Option<Digest>> {
-        match self.driver.get_content(p).await {
-            Ok(b) => match std::str::from_utf8(&b)
-                .ok()
-                .and_then(|s| s.trim().parse::<Digest>().ok())
-            {
-                Some(d) => Ok(Some(d)),
-                None => {
-                    tracing::warn!(path = %p, "ignoring a link that does not hold a digest");
-                    Ok(None)
-                }
-            },
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        parse_link(p, self.driver.get_content(p).await)
+    }
+
+    /// `read_link` of several links at once (one batched driver read), in order.
+    async fn read_links(&self, ps: &[StoragePath]) -> Result<Vec<Option<Digest>>> {
+        let read = self.driver.get_content_many(ps).await;
+        ps.iter().zip(read).map(|(p, r)| parse_link(p, r)).collect()
     }
 
     async fn write_link(&self, p: &StoragePath, d: &Digest) -> Result<()> {
@@ -143,5 +147,26 @@ impl Registry {
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A link's digest; `None` when it is missing or does not hold one (logged: it is ignored).
+fn parse_link(
+    p: &StoragePath,
+    read: std::result::Result<Bytes, crate::storage::DriverError>,
+) -> Result<Option<Digest>> {
+    match read {
+        Ok(b) => match std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.trim().parse::<Digest>().ok())
+        {
+            Some(d) => Ok(Some(d)),
+            None => {
+                tracing::warn!(path = %p, "ignoring a link that does not hold a digest");
+                Ok(None)
+            }
+        },
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

@@ -83,6 +83,34 @@ impl FsDriver {
     }
 }
 
+/// Paths per blocking task of a batched read (`FsDriver::many`): a few tasks share a large
+/// batch between the cores, a small one costs a single thread hand-off.
+const MANY_PER_TASK: usize = 128;
+
+impl FsDriver {
+    /// `op` on each path, in order, `MANY_PER_TASK` paths per blocking task, the tasks run at once.
+    async fn many<T, F>(&self, ps: &[StoragePath], op: F) -> Vec<Result<T, DriverError>>
+    where
+        T: Send + 'static,
+        F: Fn(&StoragePath, &Path) -> Result<T, DriverError> + Send + Sync + Copy + 'static,
+    {
+        let tasks = ps.chunks(MANY_PER_TASK).map(|chunk| {
+            let items: Vec<(StoragePath, PathBuf)> = chunk.iter().map(|p| (p.clone(), self.full(p))).collect();
+            let n = items.len();
+            async move {
+                match tokio::task::spawn_blocking(move || items.iter().map(|(p, f)| op(p, f)).collect::<Vec<_>>()).await
+                {
+                    Ok(results) => results,
+                    Err(e) => (0..n)
+                        .map(|_| Err(DriverError::io("blocking task", io::Error::other(e.to_string()))))
+                        .collect(),
+                }
+            }
+        });
+        futures::future::join_all(tasks).await.into_iter().flatten().collect()
+    }
+}
+
 fn map_err(p: &StoragePath, full: &Path, e: io::Error) -> DriverError {
     if e.kind() == io::ErrorKind::NotFound {
         DriverError::NotFound(p.clone())
@@ -242,6 +270,26 @@ impl Driver for FsDriver {
                 .map(|_| Err(DriverError::io("blocking task", io::Error::other(e.to_string()))))
                 .collect(),
         }
+    }
+
+    async fn get_content_many(&self, ps: &[StoragePath]) -> Vec<Result<Bytes, DriverError>> {
+        self.many(ps, |p, full| match fs::read(full) {
+            Ok(v) => Ok(Bytes::from(v)),
+            Err(e) => Err(map_err(p, full, e)),
+        })
+        .await
+    }
+
+    async fn stat_many(&self, ps: &[StoragePath]) -> Vec<Result<FileInfo, DriverError>> {
+        self.many(ps, |p, full| {
+            let md = fs::metadata(full).map_err(|e| map_err(p, full, e))?;
+            Ok(FileInfo {
+                size: md.len(),
+                modified: md.modified().map_err(|e| DriverError::io(full.display(), e))?,
+                is_dir: md.is_dir(),
+            })
+        })
+        .await
     }
 
     async fn reader(&self, p: &StoragePath, range: Option<(u64, u64)>) -> Result<ByteStream, DriverError> {

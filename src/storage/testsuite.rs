@@ -66,6 +66,25 @@ async fn suite(d: &dyn Driver) {
     assert_eq!(&d.get_content(&p("m/x/to")).await.unwrap()[..], b"moved");
     assert!(d.get_content(&p("m/from")).await.unwrap_err().is_not_found());
     d.delete(&p("m")).await.unwrap();
+    // batched reads: in order, each its own result, more than one batch's worth
+    let names: Vec<StoragePath> = (0..300).map(|i| p(&format!("many/{i}"))).collect();
+    for (i, n) in names.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        d.put_content(n, Bytes::from(i.to_string())).await.unwrap();
+    }
+    let read = d.get_content_many(&names).await;
+    let stats = d.stat_many(&names).await;
+    assert_eq!((read.len(), stats.len()), (300, 300));
+    for (i, (r, st)) in read.iter().zip(&stats).enumerate() {
+        if i % 3 == 0 {
+            assert!(r.as_ref().unwrap_err().is_not_found(), "{i}");
+            assert!(st.as_ref().unwrap_err().is_not_found(), "{i}");
+        } else {
+            assert_eq!(r.as_ref().unwrap()[..], *i.to_string().as_bytes(), "{i}");
+            assert_eq!(st.as_ref().unwrap().size, i.to_string().len() as u64, "{i}");
+        }
+    }
+    assert!(d.get_content_many(&[]).await.is_empty());
+    d.delete(&p("many")).await.unwrap();
 }
 
 /// Conditional writes and multipart uploads: object stores only.

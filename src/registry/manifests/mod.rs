@@ -28,6 +28,7 @@ use super::digest::{Algorithm, Digest};
 use super::names::{RepoName, Tag};
 use super::paths;
 use crate::error::{Error, Result};
+use crate::storage::StoragePath;
 
 /// A stored manifest: its exact bytes and what the registry reads from them. Immutable for a
 /// digest, so it is cached by digest.
@@ -125,21 +126,8 @@ impl Registry {
         let info = parse_manifest(&bytes, content_type)?;
         self.check_gc_lock().await?;
 
-        let mut missing = Vec::new();
-        for b in &info.blobs {
-            if self.read_link(&paths::layer_link(repo, b)).await?.as_ref() != Some(b)
-                || self.stat_cas(b).await?.is_none()
-            {
-                missing.push(b.clone());
-            }
-        }
-        for c in &info.children {
-            if self.read_link(&paths::revision_link(repo, c)).await?.as_ref() != Some(c) {
-                missing.push(c.clone());
-            }
-        }
+        let missing = self.missing_references(repo, &info).await?;
         if !missing.is_empty() {
-            missing.dedup();
             return Err(Error::ManifestBlobUnknown(missing));
         }
 
@@ -148,6 +136,38 @@ impl Registry {
             digest,
             subject: info.subject,
         })
+    }
+
+    /// What a manifest references that the repository lacks, in the manifest's order: blobs
+    /// (config, layers) not linked into the repository or not in the content store, index
+    /// children without a revision link. Batched reads, so the cost grows little with the count.
+    async fn missing_references(&self, repo: &RepoName, info: &ManifestInfo) -> Result<Vec<Digest>> {
+        let mut blobs: Vec<&Digest> = Vec::with_capacity(info.blobs.len());
+        let mut seen = std::collections::HashSet::new();
+        blobs.extend(info.blobs.iter().filter(|b| seen.insert(*b)));
+        let links: Vec<StoragePath> = blobs.iter().map(|b| paths::layer_link(repo, b)).collect();
+        let linked = self.read_links(&links).await?;
+        let data: Vec<StoragePath> = blobs.iter().map(|b| paths::blob_data(b)).collect();
+        let stored = self.driver.stat_many(&data).await;
+        let mut missing = Vec::new();
+        for ((b, link), stat) in blobs.iter().zip(linked).zip(stored) {
+            let in_store = match stat {
+                Ok(fi) => !fi.is_dir,
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(e.into()),
+            };
+            if link.as_ref() != Some(*b) || !in_store {
+                missing.push((*b).clone());
+            }
+        }
+        let revisions: Vec<StoragePath> = info.children.iter().map(|c| paths::revision_link(repo, c)).collect();
+        for (c, link) in info.children.iter().zip(self.read_links(&revisions).await?) {
+            if link.as_ref() != Some(c) {
+                missing.push(c.clone());
+            }
+        }
+        missing.dedup();
+        Ok(missing)
     }
 
     /// Write a verified manifest: bytes, revision link, referrer entry, tags. The only code
@@ -188,7 +208,7 @@ impl Registry {
         let _g = if tags.is_empty() {
             None
         } else {
-            Some(self.repo_lock(repo).await)
+            Some(self.repo_lock_shared(repo).await)
         };
         self.write_link(&paths::revision_link(repo, digest), digest).await?;
         if let Some(subject) = &info.subject {
