@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use super::fence::{Fence, FenceError, FenceRole};
