@@ -1,8 +1,12 @@
 //! Filesystem driver (docs/architecture.md §2: invariants I1, I2, I8). Small objects are written
-//! to a temp file in the same directory, fsync'd, renamed into place, then the directory is
+//! to a temp file in the same directory, flushed, renamed into place, then the directory is
 //! fsync'd; large objects are moved into place by rename(2) after the writer's `commit` fsync'd
-//! them. Reads of large objects use
-//! mmap in bounded windows, so serving a 5 GiB blob keeps the resident set small.
+//! them. With fsync on, these durable writes (and the directories they create) go through the
+//! driver's committer (`commit.rs`, two threads of its own), which makes the writes of
+//! concurrent requests durable together, one batch at a time, with shared flushes; everything
+//! else blocking (reads, listings, deletes, the fsync-off path) runs on tokio's blocking pool.
+//! Reads of large objects use mmap in bounded windows, so serving a 5 GiB blob keeps the
+//! resident set small.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -13,12 +17,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+mod commit;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use super::fence::{Fence, FenceError, FenceRole};
 use super::{BlobWriter, ByteStream, Driver, DriverError, FileInfo, StoragePath};
+use commit::{Committer, Op};
 use writer::FsWriter;
 
 /// Bytes mapped per window when streaming a blob (and the largest frame handed to hyper).
@@ -36,6 +42,9 @@ pub struct FsDriver {
 struct Inner {
     root: PathBuf,
     fsync: bool,
+    /// Makes `put_content` and `move_` durable in batches; `None` with fsync off. Dropped with
+    /// the last clone of the driver, which lets it finish what is queued and joins its threads.
+    committer: Option<Committer>,
 }
 
 impl FsDriver {
@@ -43,8 +52,13 @@ impl FsDriver {
     pub fn new(root: impl Into<PathBuf>, fsync: bool) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
+        let committer = if fsync {
+            Some(Committer::start(root.clone())?)
+        } else {
+            None
+        };
         Ok(FsDriver {
-            inner: Arc::new(Inner { root, fsync }),
+            inner: Arc::new(Inner { root, fsync, committer }),
         })
     }
 
@@ -85,6 +99,21 @@ impl FsDriver {
     }
 }
 
+impl FsDriver {
+    /// Write `data` at `full` through a temp file and rename, without flushes, on the blocking
+    /// pool (fsync off, and `put_content_volatile`).
+    async fn put_now(&self, full: PathBuf, data: Bytes) -> Result<(), DriverError> {
+        self.blocking(move |_| atomic_write(&full, &data, false).map_err(|e| DriverError::io(full.display(), e)))
+            .await
+    }
+
+    /// The committer (tests, with fsync on).
+    #[cfg(test)]
+    fn committer(&self) -> &Committer {
+        self.inner.committer.as_ref().expect("fsync is on")
+    }
+}
+
 /// Paths per blocking task of a batched read (`FsDriver::many`): a few tasks share a large
 /// batch between the cores, a small one costs a single thread hand-off.
 const MANY_PER_TASK: usize = 128;
@@ -122,77 +151,87 @@ fn map_err(p: &StoragePath, full: &Path, e: io::Error) -> DriverError {
 }
 
 impl Inner {
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.fsync {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-
-    /// `mkdir -p` that fsyncs the parent of every directory it creates.
+    /// `mkdir -p` that fsyncs the parent of every directory it creates (with fsync on).
     fn create_dirs(&self, dir: &Path) -> io::Result<()> {
-        self.make_dirs(dir, self.fsync)
+        make_dirs(dir, self.fsync)
     }
+}
 
-    /// `mkdir -p`; with `sync`, the parent of every directory created is fsync'd.
-    fn make_dirs(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            self.make_dirs(parent, sync)?;
-        }
-        match fs::create_dir(dir) {
-            Ok(()) => {
-                if let Some(parent) = dir.parent()
-                    && sync
-                {
-                    File::open(parent)?.sync_all()?;
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
-        }
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `mkdir -p`; with `sync`, the parent of every directory created is fsync'd.
+fn make_dirs(dir: &Path, sync: bool) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
     }
-
-    /// [`Inner::atomic_write_once`], again when a concurrent delete removed the directory
-    /// under it (a layer link written while the same link is deleted): the write then simply
-    /// comes after the delete, instead of failing with ENOENT.
-    fn atomic_write(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        let mut attempt = 0;
-        loop {
-            match self.atomic_write_once(full, data, sync) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RACE_RETRIES => attempt += 1,
-                other => return other,
-            }
-        }
+    if let Some(parent) = dir.parent() {
+        make_dirs(parent, sync)?;
     }
-
-    /// Write to a temporary file and rename it over `full`; with `sync`, the file and then its
-    /// directory are fsync'd, so the object is durable when this returns.
-    fn atomic_write_once(&self, full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        let dir = full.parent().expect("storage paths have a parent");
-        self.make_dirs(dir, sync)?;
-        let name = full.file_name().expect("storage paths have a name").to_string_lossy();
-        let tmp = dir.join(temp_name(&name));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            if sync {
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, full)?;
-            if sync {
-                File::open(dir)?.sync_all()?;
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent()
+                && sync
+            {
+                sync_dir(parent)?;
             }
             Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
         }
-        result
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+/// [`atomic_write_once`], again when a concurrent delete removed the directory under it (a
+/// layer link written while the same link is deleted): the write then simply comes after the
+/// delete, instead of failing with ENOENT.
+fn atomic_write(full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match atomic_write_once(full, data, sync) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RACE_RETRIES => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Write to a temporary file and rename it over `full`; with `sync`, the file and then its
+/// directory are fsync'd, so the object is durable when this returns. (With fsync on, the
+/// driver does this only for a write that failed in a batch of the committer.)
+fn atomic_write_once(full: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let dir = full.parent().expect("storage paths have a parent");
+    make_dirs(dir, sync)?;
+    let name = full.file_name().expect("storage paths have a name").to_string_lossy();
+    let tmp = dir.join(temp_name(&name));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        if sync {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, full)?;
+        if sync {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Rename `src` (the object `from`) to `dst`, creating `dst`'s directories; with `sync`, the
+/// parents of the directories created and `dst`'s directory are fsync'd.
+fn move_file(from: &StoragePath, src: &Path, dst: &Path, sync: bool) -> Result<(), DriverError> {
+    let dir = dst.parent().expect("storage paths have a parent");
+    make_dirs(dir, sync).map_err(|e| DriverError::io(dir.display(), e))?;
+    fs::rename(src, dst).map_err(|e| map_err(from, src, e))?;
+    if sync {
+        sync_dir(dir).map_err(|e| DriverError::io(dir.display(), e))?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -221,24 +260,18 @@ impl Driver for FsDriver {
         }
     }
 
+    /// With fsync on, through the committer (durable with the writes of other requests);
+    /// without, a plain temp file and rename on the blocking pool.
     async fn put_content(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
         let full = self.full(p);
-        self.blocking(move |inner| {
-            inner
-                .atomic_write(&full, &data, inner.fsync)
-                .map_err(|e| DriverError::io(full.display(), e))
-        })
-        .await
+        if let Some(c) = &self.inner.committer {
+            return c.submit(Op::Put { full, data }).await;
+        }
+        self.put_now(full, data).await
     }
 
     async fn put_content_volatile(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
-        let full = self.full(p);
-        self.blocking(move |inner| {
-            inner
-                .atomic_write(&full, &data, false)
-                .map_err(|e| DriverError::io(full.display(), e))
-        })
-        .await
+        self.put_now(self.full(p), data).await
     }
 
     async fn stat(&self, p: &StoragePath) -> Result<FileInfo, DriverError> {
@@ -363,16 +396,14 @@ impl Driver for FsDriver {
         .await
     }
 
+    /// With fsync on, through the committer, like `put_content`.
     async fn move_(&self, from: &StoragePath, to: &StoragePath) -> Result<(), DriverError> {
         let (src, dst) = (self.full(from), self.full(to));
         let from = from.clone();
-        self.blocking(move |inner| {
-            let dir = dst.parent().expect("storage paths have a parent");
-            inner.create_dirs(dir).map_err(|e| DriverError::io(dir.display(), e))?;
-            fs::rename(&src, &dst).map_err(|e| map_err(&from, &src, e))?;
-            inner.sync_dir(dir).map_err(|e| DriverError::io(dir.display(), e))
-        })
-        .await
+        if let Some(c) = &self.inner.committer {
+            return c.submit(Op::Move { from, src, dst }).await;
+        }
+        self.blocking(move |_| move_file(&from, &src, &dst, false)).await
     }
 
     async fn list_recursive(&self, p: &StoragePath) -> Result<Vec<String>, DriverError> {

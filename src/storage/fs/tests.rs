@@ -89,3 +89,201 @@ async fn bench_concurrent_link_puts() {
         peak.load(Ordering::Relaxed)
     );
 }
+
+/// Wait (up to 30 s) until the committer holds `n` writes in its queue.
+async fn until_queued(d: &FsDriver, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.committer().queued() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} writes queued",
+            d.committer().queued()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_from_many_tasks_all_land_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let d = d.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    // new directories, shared directories and one object replaced over and over
+                    d.put_content(&p(&format!("r/t{t}/{i}/link")), link(t * 100 + i))
+                        .await
+                        .unwrap();
+                    d.put_content(&p(&format!("shared/{t}-{i}")), link(i)).await.unwrap();
+                    d.put_content(&p(&format!("last/{t}")), link(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for t in 0..64 {
+        for i in 0..20 {
+            assert_eq!(
+                d.get_content(&p(&format!("r/t{t}/{i}/link"))).await.unwrap(),
+                link(t * 100 + i)
+            );
+            assert_eq!(d.get_content(&p(&format!("shared/{t}-{i}"))).await.unwrap(), link(i));
+        }
+        assert_eq!(d.get_content(&p(&format!("last/{t}"))).await.unwrap(), link(19));
+    }
+    assert_eq!(
+        d.list(&p("shared")).await.unwrap().len(),
+        64 * 20,
+        "no temporary file is listed"
+    );
+    let leftovers = std::fs::read_dir(dir.path().join("shared"))
+        .unwrap()
+        .filter(|e| super::is_temp(&e.as_ref().unwrap().file_name().to_string_lossy()))
+        .count();
+    assert_eq!(leftovers, 0, "no temporary file is left");
+    let batches = d.committer().batches();
+    assert!((1..=64 * 60).contains(&batches), "{batches} batches");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committer_takes_everything_pending_as_one_batch_of_at_most_max_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    d.put_content(&p("up/a"), Bytes::from_static(b"moved a")).await.unwrap();
+    d.put_content(&p("up/b"), Bytes::from_static(b"moved b")).await.unwrap();
+    let before = d.committer().batches();
+    d.committer().hold(true);
+    let n = super::commit::MAX_BATCH + 10;
+    let mut writes: Vec<_> = (0..n)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { d.put_content(&p(&format!("tags/t{i}/current/link")), link(i)).await })
+        })
+        .collect();
+    for name in ["a", "b"] {
+        let d = d.clone();
+        writes.push(tokio::spawn(async move {
+            d.move_(&p(&format!("up/{name}")), &p(&format!("blobs/{name}/data")))
+                .await
+        }));
+    }
+    until_queued(&d, n + 2).await;
+    d.committer().hold(false);
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(d.committer().batches() - before, 2, "{} writes take two batches", n + 2);
+    for i in 0..n {
+        assert_eq!(
+            d.get_content(&p(&format!("tags/t{i}/current/link"))).await.unwrap(),
+            link(i)
+        );
+    }
+    assert_eq!(&d.get_content(&p("blobs/a/data")).await.unwrap()[..], b"moved a");
+    assert_eq!(&d.get_content(&p("blobs/b/data")).await.unwrap()[..], b"moved b");
+    assert!(d.stat(&p("up/a")).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_fails_only_its_own_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    d.put_content(&p("file"), Bytes::from_static(b"a file, not a directory"))
+        .await
+        .unwrap();
+    d.put_content(&p("dir/full/x"), Bytes::from_static(b"x")).await.unwrap();
+    let before = d.committer().batches();
+    d.committer().hold(true);
+    let spawn_put = |path: &str, data: Bytes| {
+        let (d, path) = (d.clone(), p(path));
+        tokio::spawn(async move { d.put_content(&path, data).await })
+    };
+    let good: Vec<_> = (0..20).map(|i| spawn_put(&format!("good/{i}/link"), link(i))).collect();
+    // fails creating its directory (ENOTDIR), renaming over a directory (EISDIR), moving nothing
+    let under_a_file = spawn_put("file/sub/link", link(1));
+    let over_a_dir = spawn_put("dir/full", link(2));
+    let missing = {
+        let d = d.clone();
+        tokio::spawn(async move { d.move_(&p("nothing/here"), &p("blobs/x/data")).await })
+    };
+    until_queued(&d, 23).await;
+    d.committer().hold(false);
+    for g in good {
+        g.await.unwrap().unwrap();
+    }
+    assert!(under_a_file.await.unwrap().is_err());
+    assert!(over_a_dir.await.unwrap().is_err());
+    assert!(missing.await.unwrap().unwrap_err().is_not_found());
+    assert_eq!(d.committer().batches() - before, 1, "the writes shared one batch");
+    for i in 0..20 {
+        assert_eq!(d.get_content(&p(&format!("good/{i}/link"))).await.unwrap(), link(i));
+    }
+    assert_eq!(
+        &d.get_content(&p("file")).await.unwrap()[..],
+        b"a file, not a directory"
+    );
+    assert_eq!(d.list(&p("dir/full")).await.unwrap(), vec!["x"]);
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["full"], "the failed write left no temporary file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_driver_finishes_the_queued_writes() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    d.committer().hold(true);
+    // handed over, then its caller goes away (as a cancelled request's would)
+    assert!(d.put_content(&p("a/link"), link(7)).now_or_never().is_none());
+    assert_eq!(d.committer().queued(), 1);
+    drop(d);
+    assert_eq!(std::fs::read(dir.path().join("a/link")).unwrap(), link(7));
+}
+
+/// The committer is a thread of its own: durable writes complete while every thread of tokio's
+/// blocking pool is busy.
+#[test]
+fn durable_writes_do_not_need_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    rt.block_on(async {
+        let busy = tokio::task::spawn_blocking(move || wait.recv());
+        let d2 = d.clone();
+        tokio::time::timeout(Duration::from_secs(60), async move {
+            d2.put_content(&p("x/link"), link(1)).await.unwrap();
+            d2.put_content(&p("up/data"), link(2)).await.unwrap();
+            d2.move_(&p("up/data"), &p("blobs/y/data")).await.unwrap();
+        })
+        .await
+        .expect("durable writes finish beside a saturated blocking pool");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+    });
+    assert_eq!(std::fs::read(dir.path().join("x/link")).unwrap(), link(1));
+    assert_eq!(std::fs::read(dir.path().join("blobs/y/data")).unwrap(), link(2));
+}
+
+#[tokio::test]
+async fn without_fsync_writes_go_straight_to_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), false).unwrap();
+    assert!(d.inner.committer.is_none());
+    d.put_content(&p("a/b/link"), link(3)).await.unwrap();
+    d.move_(&p("a/b/link"), &p("c/d/link")).await.unwrap();
+    assert_eq!(d.get_content(&p("c/d/link")).await.unwrap(), link(3));
+    assert!(d.move_(&p("a/b/link"), &p("c/e")).await.unwrap_err().is_not_found());
+}
