@@ -12,7 +12,8 @@
 //!
 //! and only then answers each caller of the batch. So a caller is answered only after the batch
 //! holding its write is durable: the bytes before the name appears, the name before the answer.
-//! A batch of one write flushes as the driver always did, `fdatasync` of the file and fsync of
+//! A batch of one write (and every batch on Linux before 5.8, whose `syncfs` does not report
+//! write-back errors) flushes as the driver always did, `fdatasync` of the file and fsync of
 //! each changed directory, so a lone write waits for nothing but itself. If a `syncfs` fails (it
 //! reports any write-back error of the filesystem), the step is done per file and per directory
 //! instead, which tells whose write failed. A write that fails at any step, or whose directory
@@ -45,7 +46,7 @@ use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -107,6 +108,8 @@ struct State {
     closed: bool,
     /// Tests hold the committer to gather writes into one batch.
     held: bool,
+    /// Tests make batches flush per file and per directory, as without a `syncfs` to trust.
+    per_file: bool,
 }
 
 impl Queue {
@@ -128,6 +131,7 @@ impl Committer {
                 jobs: VecDeque::new(),
                 closed: false,
                 held: false,
+                per_file: false,
             }),
             ready: Condvar::new(),
             batches: AtomicU64::new(0),
@@ -166,6 +170,12 @@ impl Committer {
         self.queue.lock().jobs.len()
     }
 
+    /// Flush batches per file and per directory (as on Linux before 5.8).
+    #[cfg(test)]
+    pub(super) fn flush_per_file(&self) {
+        self.queue.lock().per_file = true;
+    }
+
     /// While held, the committer takes no new batch (tests gather writes into one).
     #[cfg(test)]
     pub(super) fn hold(&self, held: bool) {
@@ -194,7 +204,7 @@ fn run(q: &Queue, root: &Path, helper: Helper) {
     // Directories whose fsync failed, fsync'd again with the next batch.
     let mut unsynced = Vec::new();
     loop {
-        let batch: Vec<Job> = {
+        let (batch, per_file): (Vec<Job>, bool) = {
             let mut st = q.lock();
             loop {
                 if !st.jobs.is_empty() && !st.held {
@@ -207,13 +217,15 @@ fn run(q: &Queue, root: &Path, helper: Helper) {
                 st = q.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
             }
             let n = st.jobs.len().min(MAX_BATCH);
-            st.jobs.drain(..n).collect()
+            (st.jobs.drain(..n).collect(), st.per_file)
         };
         q.batches.fetch_add(1, Ordering::Relaxed);
         // A panic (none is expected) drops this batch's answers, so its callers get an error,
         // and the committer goes on with the next batch.
         let carried = std::mem::take(&mut unsynced);
-        match std::panic::catch_unwind(AssertUnwindSafe(|| commit(batch, root, carried.clone(), &helper))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit(batch, per_file, root, carried.clone(), &helper)
+        })) {
             Ok(failed) => unsynced = failed,
             Err(_) => unsynced = carried,
         }
@@ -299,14 +311,15 @@ struct Prepared {
     dirty: BTreeSet<PathBuf>,
 }
 
-/// Make a batch durable with shared flushes, then answer each caller. `carried` are the
+/// Make a batch durable with shared flushes (`per_file`: without `syncfs`), then answer each
+/// caller. `carried` are the
 /// directories whose fsync failed in the batch before; returns those whose fsync failed in this
 /// one (other than those gone).
-fn commit(batch: Vec<Job>, root: &Path, carried: Vec<PathBuf>, helper: &Helper) -> Vec<PathBuf> {
+fn commit(batch: Vec<Job>, per_file: bool, root: &Path, carried: Vec<PathBuf>, helper: &Helper) -> Vec<PathBuf> {
     // Opened before anything of the batch is written: `syncfs` on it reports every write-back
     // error of the filesystem since.
     let witness = File::open(root).ok();
-    let shared = batch.len() > 1;
+    let shared = batch.len() > 1 && !per_file && *SYNCFS_REPORTS_ERRORS;
     let items: Vec<Item> = batch
         .into_iter()
         .map(|job| Item {
@@ -396,6 +409,31 @@ fn prepare(mut items: Vec<Item>) -> Prepared {
     Prepared { items, dirty }
 }
 
+/// Whether `syncfs(2)` reports write-back errors: since Linux 5.8. Before, it returns 0 even
+/// when the writes it flushed failed, so batches flush per file and per directory there.
+static SYNCFS_REPORTS_ERRORS: LazyLock<bool> = LazyLock::new(|| {
+    // SAFETY: `uname` fills the zeroed struct it is given; `release` is NUL-terminated.
+    let release = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    kernel_at_least(&release, (5, 8))
+});
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least `major.minor`.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 /// Make everything written to the filesystem of `f` durable (`syncfs(2)`).
 fn syncfs(f: &File) -> io::Result<()> {
     // SAFETY: a plain syscall on a descriptor the caller holds open.
@@ -474,4 +512,18 @@ fn write_temp(full: &Path, data: &[u8]) -> io::Result<(PathBuf, File)> {
         libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
     Ok((tmp, f))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        use super::kernel_at_least as at_least;
+        assert!(at_least("5.8.0", (5, 8)));
+        assert!(at_least("6.18.44-fc-v1147", (5, 8)));
+        assert!(at_least("5.10", (5, 8)));
+        assert!(!at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!at_least("4.19.0", (5, 8)));
+        assert!(!at_least("", (5, 8)));
+    }
 }

@@ -31,10 +31,12 @@ fn threads() -> usize {
 }
 
 /// `WHARF_BENCH_N` (default 2,000) durable 71-byte link writes, each into a directory of its
-/// own like a new tag's `current/link`, from 16 tasks at once on a 2-worker runtime; prints
-/// writes per second and the peak thread count of the process. A measurement, not a check:
+/// own like a new tag's `current/link`, from 16 tasks at once on a 2-worker runtime; then the
+/// same links written again (their directories exist: tag moves). Prints writes per second and
+/// the peak thread count of the process for each pass. A measurement, not a check:
 /// `cargo test --lib storage::fs::tests::bench_concurrent_link_puts -- --ignored --nocapture`
-/// (the store is made under `TMPDIR`, /tmp by default).
+/// (the store is made under `TMPDIR`, /tmp by default; `WHARF_BENCH_PER_FILE=1` makes the
+/// committer's batches flush per file and per directory instead of with `syncfs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run it with --ignored --nocapture"]
 async fn bench_concurrent_link_puts() {
@@ -42,9 +44,18 @@ async fn bench_concurrent_link_puts() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let tasks = 16;
     let dir = tempfile::tempdir().unwrap();
     let d = FsDriver::new(dir.path(), true).unwrap();
+    if std::env::var_os("WHARF_BENCH_PER_FILE").is_some() {
+        d.committer().flush_per_file(); // fdatasync per file and fsync per directory, no syncfs
+    }
+    bench_pass(&d, n, 0, "new tags").await;
+    bench_pass(&d, n, 1, "tag moves").await;
+}
+
+/// One pass of [`bench_concurrent_link_puts`]: link `i` gets `link(i + offset)`.
+async fn bench_pass(d: &FsDriver, n: usize, offset: usize, what: &str) {
+    let tasks = 16;
     let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(threads())));
     let sampler = {
         let (stop, peak) = (stop.clone(), peak.clone());
@@ -55,6 +66,7 @@ async fn bench_concurrent_link_puts() {
             }
         })
     };
+    let path = |i: usize| p(&format!("repositories/bench/_manifests/tags/t{i}/current/link"));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..tasks)
@@ -66,8 +78,7 @@ async fn bench_concurrent_link_puts() {
                     if i >= n {
                         break;
                     }
-                    let path = p(&format!("repositories/bench/_manifests/tags/t{i}/current/link"));
-                    d.put_content(&path, link(i)).await.unwrap();
+                    d.put_content(&path(i), link(i + offset)).await.unwrap();
                 }
             })
         })
@@ -79,11 +90,10 @@ async fn bench_concurrent_link_puts() {
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     for i in [0, n / 2, n - 1] {
-        let path = p(&format!("repositories/bench/_manifests/tags/t{i}/current/link"));
-        assert_eq!(d.get_content(&path).await.unwrap(), link(i));
+        assert_eq!(d.get_content(&path(i)).await.unwrap(), link(i + offset));
     }
     println!(
-        "{n} durable 71-byte link puts from {tasks} tasks: {:.2} s, {:.0} writes/s, peak threads {}",
+        "{what}: {n} durable 71-byte link puts from {tasks} tasks: {:.2} s, {:.0} writes/s, peak threads {}",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         peak.load(Ordering::Relaxed)
@@ -151,8 +161,20 @@ async fn concurrent_puts_from_many_tasks_all_land_and_read_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_committer_takes_everything_pending_as_one_batch_of_at_most_max_batch() {
+    takes_everything_pending_as_one_batch_of_at_most_max_batch(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_flushed_per_file_take_everything_pending_too() {
+    takes_everything_pending_as_one_batch_of_at_most_max_batch(true).await;
+}
+
+async fn takes_everything_pending_as_one_batch_of_at_most_max_batch(per_file: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = FsDriver::new(dir.path(), true).unwrap();
+    if per_file {
+        d.committer().flush_per_file();
+    }
     d.put_content(&p("up/a"), Bytes::from_static(b"moved a")).await.unwrap();
     d.put_content(&p("up/b"), Bytes::from_static(b"moved b")).await.unwrap();
     let before = d.committer().batches();
@@ -190,8 +212,20 @@ async fn the_committer_takes_everything_pending_as_one_batch_of_at_most_max_batc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_fails_only_its_own_caller() {
+    fails_only_its_own_caller(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_flushed_per_file_fails_only_its_own_caller() {
+    fails_only_its_own_caller(true).await;
+}
+
+async fn fails_only_its_own_caller(per_file: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = FsDriver::new(dir.path(), true).unwrap();
+    if per_file {
+        d.committer().flush_per_file();
+    }
     d.put_content(&p("file"), Bytes::from_static(b"a file, not a directory"))
         .await
         .unwrap();
