@@ -1,12 +1,12 @@
 //! The body loop both session backends share: read a request body until its end, a transport
-//! error, or the configured idle timeout; hash each chunk on a blocking thread beside the sink
+//! error, or the configured idle timeout; hash it in batches on the blocking pool beside the sink
 //! that stores it; and the error messages a session answers with.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::super::BodyStream;
 use super::super::digest::{Digest, Hasher};
@@ -17,7 +17,15 @@ pub(crate) trait Sink {
     /// Store `chunk`; `false` when the sink failed (its owner reports the error) and reading
     /// should stop.
     async fn accept(&mut self, chunk: Bytes) -> bool;
+    /// The body paused: store what was gathered so far (so an upload's status, asked while a
+    /// slow client pauses, shows what arrived). `false` as for `accept`.
+    async fn paused(&mut self) -> bool {
+        true
+    }
 }
+
+/// How long a body may pause before what has been gathered is handed on anyway.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// What reading one body did.
 pub(crate) struct Pumped {
@@ -29,28 +37,87 @@ pub(crate) struct Pumped {
     pub interrupted: Option<String>,
 }
 
-/// Feed `body` to `sink` and `hasher` (on a blocking thread, so the store's copy and the hash
-/// overlap instead of adding up). Stops at the end of the body, when `sink` fails, or when no
-/// byte arrives for `idle`.
-pub(crate) async fn pump(mut body: BodyStream, hasher: Hasher, idle: Duration, sink: &mut impl Sink) -> Result<Pumped> {
-    let (htx, mut hrx) = mpsc::channel::<Bytes>(4);
-    let hashing = tokio::task::spawn_blocking(move || {
-        let mut hasher = hasher;
-        while let Some(chunk) = hrx.blocking_recv() {
-            hasher.update(&chunk);
+/// Bytes hashed per task on the blocking pool.
+const HASH_BATCH: usize = 256 << 10;
+
+/// A hasher fed in batches by short tasks on the blocking pool, one in flight while the next
+/// batch gathers: no thread is held while a slow client sends nothing.
+struct BatchHasher {
+    idle: Option<Hasher>,
+    in_flight: Option<JoinHandle<Hasher>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl BatchHasher {
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            self.idle = Some(task.await.map_err(Error::internal)?);
         }
-        hasher
-    });
+        Ok(())
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<()> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= HASH_BATCH {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        self.settle().await?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let (mut hasher, batch) = (self.idle.take().expect("settled"), std::mem::take(&mut self.batch));
+        self.batched = 0;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            batch.iter().for_each(|chunk| hasher.update(chunk));
+            hasher
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Hasher> {
+        self.send().await?;
+        self.settle().await?;
+        Ok(self.idle.take().expect("settled"))
+    }
+}
+
+/// Feed `body` to `sink` and `hasher` (in batches on the blocking pool, so the store's copy and
+/// the hash overlap instead of adding up). Stops at the end of the body, when `sink` fails, or
+/// when no byte arrives for `idle`.
+pub(crate) async fn pump(mut body: BodyStream, hasher: Hasher, idle: Duration, sink: &mut impl Sink) -> Result<Pumped> {
+    let mut hashing = BatchHasher {
+        idle: Some(hasher),
+        in_flight: None,
+        batch: Vec::new(),
+        batched: 0,
+    };
     let mut received = 0;
     let mut interrupted = None;
     loop {
-        match tokio::time::timeout(idle, body.next()).await {
+        let next = match tokio::time::timeout(GATHER.min(idle), body.next()).await {
+            Ok(next) => Ok(next),
+            Err(_) => {
+                hashing.send().await?;
+                if !sink.paused().await {
+                    break;
+                }
+                tokio::time::timeout(idle.saturating_sub(GATHER), body.next()).await
+            }
+        };
+        match next {
             Ok(Some(Ok(chunk))) => {
                 if chunk.is_empty() {
                     continue;
                 }
                 received += chunk.len() as u64;
-                if htx.send(chunk.clone()).await.is_err() || !sink.accept(chunk).await {
+                hashing.push(chunk.clone()).await?;
+                if !sink.accept(chunk).await {
                     break; // the sink failed; its owner reports the error
                 }
             }
@@ -65,10 +132,8 @@ pub(crate) async fn pump(mut body: BodyStream, hasher: Hasher, idle: Duration, s
             }
         }
     }
-    drop(htx);
-    let hasher = hashing.await.map_err(Error::internal)?;
     Ok(Pumped {
-        hasher,
+        hasher: hashing.finish().await?,
         received,
         interrupted,
     })
