@@ -37,53 +37,75 @@ pub(crate) struct Pumped {
     pub interrupted: Option<String>,
 }
 
-/// Bytes hashed per task on the blocking pool.
-const HASH_BATCH: usize = 256 << 10;
+/// Bytes gathered before a [`Batched`] hands them to the blocking pool.
+const BATCH: usize = 256 << 10;
 
-/// A hasher fed in batches by short tasks on the blocking pool, one in flight while the next
-/// batch gathers: no thread is held while a slow client sends nothing.
-struct BatchHasher {
-    idle: Option<Hasher>,
-    in_flight: Option<JoinHandle<Hasher>>,
+/// State fed a body's chunks in batches of [`BATCH`] bytes by short tasks on the blocking pool,
+/// one in flight while the next batch gathers: no thread is held while a slow client sends
+/// nothing. The state lives in the task while it runs and comes back when it is settled. Both
+/// the hasher (here) and the appended backend's data file writer are fed this way.
+pub(crate) struct Batched<S: Send + 'static> {
+    settled: Option<S>,
+    in_flight: Option<JoinHandle<S>>,
     batch: Vec<Bytes>,
     batched: usize,
+    apply: fn(&mut S, &[Bytes]),
 }
 
-impl BatchHasher {
-    async fn settle(&mut self) -> Result<()> {
-        if let Some(task) = self.in_flight.take() {
-            self.idle = Some(task.await.map_err(Error::internal)?);
+impl<S: Send + 'static> Batched<S> {
+    pub(crate) fn new(state: S, apply: fn(&mut S, &[Bytes])) -> Self {
+        Batched {
+            settled: Some(state),
+            in_flight: None,
+            batch: Vec::new(),
+            batched: 0,
+            apply,
         }
-        Ok(())
     }
 
-    async fn push(&mut self, chunk: Bytes) -> Result<()> {
+    /// The state as the last finished batch left it; `None` while a batch is in flight.
+    pub(crate) fn settled(&self) -> Option<&S> {
+        self.settled.as_ref()
+    }
+
+    /// Gather `chunk`; a full batch is handed on (after the previous one finished).
+    pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<()> {
         self.batched += chunk.len();
         self.batch.push(chunk);
-        if self.batched >= HASH_BATCH {
+        if self.batched >= BATCH {
             self.send().await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self) -> Result<()> {
+    /// Hand on what is gathered, after the batch in flight finished.
+    pub(crate) async fn send(&mut self) -> Result<()> {
         self.settle().await?;
         if self.batch.is_empty() {
             return Ok(());
         }
-        let (mut hasher, batch) = (self.idle.take().expect("settled"), std::mem::take(&mut self.batch));
+        let (mut state, batch) = (self.settled.take().expect("settled"), std::mem::take(&mut self.batch));
+        let apply = self.apply;
         self.batched = 0;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            batch.iter().for_each(|chunk| hasher.update(chunk));
-            hasher
+            apply(&mut state, &batch);
+            state
         }));
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<Hasher> {
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            self.settled = Some(task.await.map_err(Error::internal)?);
+        }
+        Ok(())
+    }
+
+    /// Apply what is left; the final state.
+    pub(crate) async fn finish(mut self) -> Result<S> {
         self.send().await?;
         self.settle().await?;
-        Ok(self.idle.take().expect("settled"))
+        Ok(self.settled.take().expect("settled"))
     }
 }
 
@@ -91,12 +113,7 @@ impl BatchHasher {
 /// the hash overlap instead of adding up). Stops at the end of the body, when `sink` fails, or
 /// when no byte arrives for `idle`.
 pub(crate) async fn pump(mut body: BodyStream, hasher: Hasher, idle: Duration, sink: &mut impl Sink) -> Result<Pumped> {
-    let mut hashing = BatchHasher {
-        idle: Some(hasher),
-        in_flight: None,
-        batch: Vec::new(),
-        batched: 0,
-    };
+    let mut hashing = Batched::new(hasher, |h: &mut Hasher, batch| batch.iter().for_each(|c| h.update(c)));
     let mut received = 0;
     let mut interrupted = None;
     loop {

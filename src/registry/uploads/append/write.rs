@@ -8,7 +8,6 @@
 //! interrupted one is also checkpointed, so the client can resume without a rehash).
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use super::super::super::digest::{Algorithm, Hasher};
 use super::super::super::names::{RepoName, UploadId};
@@ -19,79 +18,39 @@ use super::{Durability, Pending, Session};
 use crate::error::{Error, Result};
 use crate::storage::{BlobWriter, DriverError};
 
-/// Bytes a [`DataSink`] gathers before it hands them to the blocking pool as one write.
-const WRITE_BATCH: usize = 256 << 10;
-
 type WriteResult = std::result::Result<(), DriverError>;
 
-/// The data file's writer: chunks gathered into batches of [`WRITE_BATCH`] bytes, each batch
-/// written by a short task on the blocking pool while the next one arrives. The writer lives
-/// in the task while it runs and comes back with its result; after a failed write the sink
-/// refuses further chunks.
-struct DataSink {
-    writer: Option<Box<dyn BlobWriter>>,
-    batch: Vec<Bytes>,
-    batched: usize,
-    in_flight: Option<JoinHandle<(Box<dyn BlobWriter>, WriteResult)>>,
-    result: WriteResult,
-}
+/// The data file's writer, fed in batches on the blocking pool ([`body::Batched`]) with the
+/// first failure kept; after one, the sink refuses further chunks.
+struct DataSink(body::Batched<(Box<dyn BlobWriter>, WriteResult)>);
 
 impl DataSink {
     fn new(writer: Box<dyn BlobWriter>) -> Self {
-        DataSink {
-            writer: Some(writer),
-            batch: Vec::new(),
-            batched: 0,
-            in_flight: None,
-            result: Ok(()),
-        }
-    }
-
-    /// Wait for the write in flight, taking the writer back.
-    async fn settle(&mut self) -> Result<()> {
-        if let Some(task) = self.in_flight.take() {
-            let (writer, result) = task.await.map_err(Error::internal)?;
-            self.writer = Some(writer);
-            self.result = result;
-        }
-        Ok(())
-    }
-
-    /// Start writing the gathered batch (after the previous write finished).
-    async fn send_batch(&mut self) -> Result<()> {
-        self.settle().await?;
-        if self.result.is_err() || self.batch.is_empty() {
-            return Ok(());
-        }
-        let (mut writer, batch) = (self.writer.take().expect("settled"), std::mem::take(&mut self.batch));
-        self.batched = 0;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let result = batch.iter().try_for_each(|chunk| writer.write_all(chunk));
-            (writer, result)
-        }));
-        Ok(())
+        DataSink(body::Batched::new((writer, Ok(())), |(writer, result), batch| {
+            if result.is_ok() {
+                *result = batch.iter().try_for_each(|chunk| writer.write_all(chunk));
+            }
+        }))
     }
 
     /// Write what is left; the writer and the first failure, if any.
-    async fn finish(mut self) -> Result<(Box<dyn BlobWriter>, WriteResult)> {
-        self.send_batch().await?;
-        self.settle().await?;
-        Ok((self.writer.take().expect("settled"), self.result))
+    async fn finish(self) -> Result<(Box<dyn BlobWriter>, WriteResult)> {
+        self.0.finish().await
+    }
+
+    /// No failure seen so far (a batch in flight is judged when it has finished).
+    fn healthy(&self) -> bool {
+        self.0.settled().is_none_or(|(_, result)| result.is_ok())
     }
 }
 
 impl Sink for DataSink {
     async fn accept(&mut self, chunk: Bytes) -> bool {
-        self.batched += chunk.len();
-        self.batch.push(chunk);
-        if self.batched >= WRITE_BATCH && self.send_batch().await.is_err() {
-            return false;
-        }
-        self.result.is_ok()
+        self.0.push(chunk).await.is_ok() && self.healthy()
     }
 
     async fn paused(&mut self) -> bool {
-        self.send_batch().await.is_ok() && self.result.is_ok()
+        self.0.send().await.is_ok() && self.healthy()
     }
 }
 
