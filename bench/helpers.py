@@ -6,6 +6,7 @@
   helpers.py oci-image DIR MB LAYERS      write an OCI image layout with LAYERS random layers, MB in all
   helpers.py wrk FILE NAME                turn wrk --latency output into "NAME_rps / NAME_p50 / NAME_p99" lines
   helpers.py table RESULTS OUT MACHINE    medians per (registry, figure), ratios, Markdown table to OUT
+                                          (and stdout; OUT "-": stdout only)
 """
 import hashlib
 import io
@@ -100,12 +101,19 @@ FIGURES = [
     ("pull", "pull 1 GiB", "MB/s", True),
     ("pull_range", "Range GET of a quarter of it", "MB/s", True),
     ("small_blobs", "1,000 × 4 KiB blobs, 16 clients", "blobs/s", True),
+    ("tag_puts_per_s", "tag PUTs of one manifest, 16 parallel clients (2,000 new tags)", "req/s", True),
+    ("big_manifest_put_ms", "manifest PUT with 1,000 layers (median of 5, each new)", "ms", False),
+    ("big_manifest_reput_ms", "re-PUT of the same 1,000-layer manifest", "ms", False),
     ("manifest_get_rps", "manifest GET by tag, 64 conns", "req/s", True),
     ("manifest_get_p50", "manifest GET p50", "ms", False),
     ("manifest_get_p99", "manifest GET p99", "ms", False),
     ("blob_head_rps", "blob HEAD, 64 conns", "req/s", True),
     ("blob_head_p50", "blob HEAD p50", "ms", False),
     ("blob_head_p99", "blob HEAD p99", "ms", False),
+    ("flood_pushes_per_s", "pushes under a pull flood (4 KiB image, 4 clients, 64 GET conns)", "pushes/s", True),
+    ("flood_push_p99", "push p99 under the pull flood", "ms", False),
+    ("flood_get_rps", "manifest GET during the push flood, 64 conns", "req/s", True),
+    ("threads", "server threads after the load (largest reading)", "threads", None),
     ("tags_page_ms", "tags list page (10,000 tags, n=100)", "ms/page", False),
     ("tags_all_ms", "all tags pages, summed", "ms", False),
     ("tags_pages", "tags list pages returned for n=100 (Distribution 2.8.2 ignores n)", "pages", None),
@@ -150,10 +158,11 @@ def table(results, out, machine):
         if w and d and higher is not None:
             ratio = f"{(w / d) if higher else (d / w):.2f}×"
         of_ceiling = f"{w / n:.2f}×" if w and n else ""
-        fmt = lambda v: "" if v is None else (f"{v:.0f}" if v >= 100 else f"{v:.2f}")
+        fmt = lambda v: "" if v is None else (f"{v:.0f}" if v >= 100 or (higher is None and v == int(v)) else f"{v:.2f}")
         lines.append(f"| {label} | {unit} | {fmt(w)} | {fmt(d)} | {ratio} | {fmt(n)} | {of_ceiling} |")
     text = "\n".join(lines) + "\n"
-    open(out, "w").write(text)
+    if out != "-":
+        open(out, "w").write(text)
     print(text)
 
 

@@ -5,23 +5,33 @@
 //!   cargo build --release --example loadgen
 //!   loadgen small-blobs URL REPO COUNT SIZE CONCURRENCY     blobs/s (POST + PUT ?digest= each)
 //!   loadgen chunked URL REPO FILE CHUNK_MIB                  MB/s (PATCH with Content-Range, PUT)
-//!   loadgen seed-tags URL REPO TAGS CONCURRENCY              one manifest under TAGS tags
+//!   loadgen tag-puts URL REPO TAGS CONCURRENCY               tags/s: one small image, then its manifest
+//!                                                            PUT under TAGS new tags (alias: seed-tags)
+//!   loadgen big-manifest URL REPO LAYERS PUTS CONCURRENCY    ms per PUT of a manifest of LAYERS tiny
+//!                                                            layers (median of PUTS, each new content),
+//!                                                            and of one re-PUT of the first
+//!   loadgen push-flood URL REPO CONNECTIONS PUSHERS SECONDS  pushes/s (a 4 KiB layer, POST + PUT, and a
+//!                                                            manifest PUT each) by PUSHERS clients while
+//!                                                            CONNECTIONS GET a manifest; GET req/s too
 //!   loadgen seed-repos URL PREFIX REPOS CONCURRENCY          one small image in each of REPOS repos
 //!   loadgen pages URL PATH N                                 ms per page, following Link (or last)
 //!   loadgen load METHOD URL CONNECTIONS SECONDS [ACCEPT]     req/s, p50 and p99 latency (ms)
 //!
 //! `load` exists because wrk cannot drive HEAD: it waits for the body that Content-Length announces.
+//! `push-flood` runs its GET load in the same process so that both loads share one clock.
 //!
 //! Every figure is printed as `name value unit` on one line, for bench/run.sh to collect.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use sha2::{Digest as _, Sha256};
 
 type Res<T> = Result<T, String>;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -77,26 +87,43 @@ async fn push_blob(c: &Client, base: &str, repo: &str, data: Vec<u8>) -> Res<Str
     Ok(d)
 }
 
+/// An OCI image manifest of a config and layers, each given as (digest, size).
+fn image_manifest(config: &(String, usize), layers: &[(String, usize)], annotations: serde_json::Value) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n}))
+        .collect();
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1},
+        "layers": layers,
+    });
+    if !annotations.is_null() {
+        m["annotations"] = annotations;
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+/// `data` pushed to `repo`; returns its (digest, size).
+async fn push_sized(c: &Client, base: &str, repo: &str, data: Vec<u8>) -> Res<(String, usize)> {
+    let n = data.len();
+    Ok((push_blob(c, base, repo, data).await?, n))
+}
+
 /// A config and one layer pushed to `repo`; returns the manifest bytes (not pushed).
 async fn small_image(c: &Client, base: &str, repo: &str, seed: usize) -> Res<Vec<u8>> {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
     let layer = format!("layer of image {seed}").into_bytes();
-    let (cl, ll) = (config.len(), layer.len());
-    let cd = push_blob(c, base, repo, config).await?;
-    let ld = push_blob(c, base, repo, layer).await?;
-    Ok(serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cl},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ll}],
-    }))
-    .unwrap())
+    let config = push_sized(c, base, repo, config).await?;
+    let layer = push_sized(c, base, repo, layer).await?;
+    Ok(image_manifest(&config, &[layer], serde_json::Value::Null))
 }
 
 async fn put_manifest(c: &Client, base: &str, repo: &str, reference: &str, m: &[u8]) -> Res<()> {
     let r = c
         .put(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .header("content-type", OCI_MANIFEST)
         .body(m.to_vec())
         .send()
         .await
@@ -146,6 +173,67 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A salt that differs per run, so that generated blobs are new to the registry.
+fn salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The `p` quantile of sorted values (0 when there are none).
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn sort(v: &mut [f64]) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+}
+
+/// One keep-alive connection's requests, back to back until `deadline`; their latencies in ms.
+fn load_connection(
+    method: reqwest::Method,
+    url: String,
+    accept: Option<String>,
+    deadline: Instant,
+) -> Res<tokio::task::JoinHandle<Res<Vec<f64>>>> {
+    // a client of its own: each keeps its own keep-alive connection
+    let c = Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        let mut lat = Vec::new();
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            let mut rb = c.request(method.clone(), &url);
+            if let Some(a) = &accept {
+                rb = rb.header("accept", a);
+            }
+            let r = rb.send().await.map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("{url}: {}", r.status()));
+            }
+            r.bytes().await.map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(lat)
+    }))
+}
+
+/// Every latency the connections measured, sorted.
+async fn join_latencies(workers: Vec<tokio::task::JoinHandle<Res<Vec<f64>>>>) -> Res<Vec<f64>> {
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.map_err(|e| e.to_string())??);
+    }
+    sort(&mut all);
+    Ok(all)
+}
+
 async fn run(args: Vec<String>) -> Res<()> {
     let c = Client::builder()
         .pool_max_idle_per_host(256)
@@ -161,10 +249,7 @@ async fn run(args: Vec<String>) -> Res<()> {
         "small-blobs" => {
             let (base, repo, count, size, conc) = (a(1)?, a(2)?, num(3)?, num(4)?, num(5)?);
             // distinct content per run, so no blob exists already
-            let salt = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
+            let salt = salt();
             let t = Instant::now();
             let (c2, b2, r2) = (c.clone(), base.clone(), repo.clone());
             parallel(count, conc, move |i| {
@@ -251,15 +336,103 @@ async fn run(args: Vec<String>) -> Res<()> {
                 offset as f64 / 1e6 / t.elapsed().as_secs_f64()
             );
         }
-        "seed-tags" => {
+        "tag-puts" | "seed-tags" => {
             let (base, repo, tags, conc) = (a(1)?, a(2)?, num(3)?, num(4)?);
             let m = Arc::new(small_image(&c, &base, &repo, 0).await?);
             let (c2, b2, r2) = (c.clone(), base.clone(), repo.clone());
+            let t = Instant::now();
             parallel(tags, conc, move |i| {
                 let (c, base, repo, m) = (c2.clone(), b2.clone(), r2.clone(), m.clone());
                 async move { put_manifest(&c, &base, &repo, &format!("t{i:05}"), &m).await }
             })
             .await?;
+            println!("tag_puts_per_s {:.1} req/s", tags as f64 / t.elapsed().as_secs_f64());
+        }
+        "big-manifest" => {
+            let (base, repo, layers, puts, conc) = (a(1)?, a(2)?, num(3)?, num(4)?, num(5)?);
+            if puts == 0 {
+                return Err("PUTS must be at least 1".into());
+            }
+            let salt = salt();
+            let blobs: Arc<Vec<Vec<u8>>> = Arc::new((0..layers).map(|i| noise(64, salt ^ i as u64)).collect());
+            let (c2, b2, r2, blobs2) = (c.clone(), base.clone(), repo.clone(), blobs.clone());
+            parallel(layers, conc, move |i| {
+                let (c, base, repo, blobs) = (c2.clone(), b2.clone(), r2.clone(), blobs2.clone());
+                async move { push_blob(&c, &base, &repo, blobs[i].clone()).await.map(|_| ()) }
+            })
+            .await?;
+            let layers: Vec<(String, usize)> = blobs.iter().map(|b| (sha256(b), b.len())).collect();
+            let config = format!(r#"{{"architecture":"amd64","os":"linux","salt":{salt}}}"#).into_bytes();
+            let config = push_sized(&c, &base, &repo, config).await?;
+            // each PUT is new content (its own annotation) under a tag of its own
+            let manifest = |k: usize| {
+                image_manifest(
+                    &config,
+                    &layers,
+                    serde_json::json!({"org.example.bench.seq": k.to_string()}),
+                )
+            };
+            let mut times = Vec::new();
+            for k in 0..puts {
+                let m = manifest(k);
+                let t = Instant::now();
+                put_manifest(&c, &base, &repo, &format!("m{k}"), &m).await?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let m = manifest(0);
+            let t = Instant::now();
+            put_manifest(&c, &base, &repo, "m0", &m).await?;
+            let again = t.elapsed().as_secs_f64() * 1000.0;
+            sort(&mut times);
+            println!("big_manifest_bytes {} bytes", m.len());
+            println!("big_manifest_put_ms {:.2} ms", quantile(&times, 0.5));
+            println!("big_manifest_reput_ms {again:.2} ms");
+        }
+        "push-flood" => {
+            let (base, repo, conns, pushers, secs) = (a(1)?, a(2)?, num(3)?, num(4)?, num(5)?);
+            // the manifest the flood GETs, and the config every pushed image shares
+            let m = small_image(&c, &base, &repo, 0).await?;
+            put_manifest(&c, &base, &repo, "pulled", &m).await?;
+            let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+            let config = Arc::new(push_sized(&c, &base, &repo, config).await?);
+            let salt = salt();
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs(secs as u64);
+            let url = format!("{base}/v2/{repo}/manifests/pulled");
+            let gets = (0..conns)
+                .map(|_| load_connection(reqwest::Method::GET, url.clone(), Some(OCI_MANIFEST.into()), deadline))
+                .collect::<Res<Vec<_>>>()?;
+            let mut workers = Vec::new();
+            for w in 0..pushers {
+                let (c, base, repo, config) = (c.clone(), base.clone(), repo.clone(), config.clone());
+                workers.push(tokio::spawn(async move {
+                    // the latencies of the pushes that completed before the deadline
+                    let mut lat = Vec::new();
+                    for n in 0u64.. {
+                        let t = Instant::now();
+                        if t >= deadline {
+                            break;
+                        }
+                        let layer = noise(4096, salt ^ (((w as u64) << 40) | n));
+                        let layer = push_sized(&c, &base, &repo, layer).await?;
+                        let m = image_manifest(&config, &[layer], serde_json::Value::Null);
+                        put_manifest(&c, &base, &repo, &format!("p{w}-{n}"), &m).await?;
+                        let done = Instant::now();
+                        if done <= deadline {
+                            lat.push((done - t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                    Ok::<Vec<f64>, String>(lat)
+                }));
+            }
+            let pushes = join_latencies(workers).await?;
+            let gets = join_latencies(gets).await?;
+            let elapsed = t0.elapsed().as_secs_f64().max(secs as f64);
+            println!("flood_pushes_per_s {:.1} pushes/s", pushes.len() as f64 / secs as f64);
+            println!("flood_push_p50 {:.2} ms", quantile(&pushes, 0.50));
+            println!("flood_push_p99 {:.2} ms", quantile(&pushes, 0.99));
+            println!("flood_get_rps {:.1} req/s", gets.len() as f64 / elapsed);
+            println!("flood_get_p99 {:.2} ms", quantile(&gets, 0.99));
         }
         "seed-repos" => {
             let (base, prefix, repos, conc) = (a(1)?, a(2)?, num(3)?, num(4)?);
@@ -304,55 +477,27 @@ async fn run(args: Vec<String>) -> Res<()> {
                     return Err("too many pages".into());
                 }
             }
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            sort(&mut times);
             let total: f64 = times.iter().sum();
             println!("pages {pages} pages");
             println!("items {items} items");
-            println!("ms_per_page {:.2} ms", times[times.len() / 2]);
+            println!("ms_per_page {:.2} ms", quantile(&times, 0.5));
             println!("ms_all_pages {total:.1} ms");
         }
         "load" => {
             let (method, url, conns, secs) = (a(1)?, a(2)?, num(3)?, num(4)?);
             let accept = args.get(5).cloned();
             let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + std::time::Duration::from_secs(secs as u64);
-            let mut workers = Vec::new();
-            for _ in 0..conns {
-                // one client per connection: each keeps its own keep-alive connection
-                let c = Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let (method, url, accept) = (method.clone(), url.clone(), accept.clone());
-                workers.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        let mut rb = c.request(method.clone(), &url);
-                        if let Some(a) = &accept {
-                            rb = rb.header("accept", a);
-                        }
-                        let r = rb.send().await.map_err(|e| e.to_string())?;
-                        if !r.status().is_success() {
-                            return Err(format!("{url}: {}", r.status()));
-                        }
-                        r.bytes().await.map_err(|e| e.to_string())?;
-                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Ok::<Vec<f64>, String>(lat)
-                }));
-            }
+            let deadline = Instant::now() + Duration::from_secs(secs as u64);
+            let workers = (0..conns)
+                .map(|_| load_connection(method.clone(), url.clone(), accept.clone(), deadline))
+                .collect::<Res<Vec<_>>>()?;
             let t0 = Instant::now();
-            let mut all = Vec::new();
-            for w in workers {
-                all.extend(w.await.map_err(|e| e.to_string())??);
-            }
+            let all = join_latencies(workers).await?;
             let elapsed = t0.elapsed().as_secs_f64();
-            all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
             println!("rps {:.1} req/s", all.len() as f64 / elapsed);
-            println!("p50 {:.2} ms", pct(0.50));
-            println!("p99 {:.2} ms", pct(0.99));
+            println!("p50 {:.2} ms", quantile(&all, 0.50));
+            println!("p99 {:.2} ms", quantile(&all, 0.99));
         }
         other => {
             return Err(format!(

@@ -7,13 +7,23 @@
 #
 #   bash bench/run.sh [ROUNDS]         default 3 rounds; as root on Debian (installs what it needs)
 #
-# Env: BENCH_SIZE_MIB (default 1024) for the big blob; BENCH_SECONDS (default 10) per wrk load.
+# Env: BENCH_SIZE_MIB (default 1024) for the big blob; BENCH_SECONDS (default 10) per wrk load and
+# for the push flood. BENCH_ONLY=writes runs only the metadata writes (tag PUTs, the 1,000-layer
+# manifest PUT, pushes under a pull flood) and the thread count after them, in a few minutes, and
+# prints its table without writing bench/RESULTS.md (a partial table is not the results).
+#
+# The metadata writes: 2,000 tag PUTs of one manifest by 16 clients; PUTs of a manifest of 1,000
+# tiny layers (median of 5, each new content, then one re-PUT of the first); pushes of 4 KiB images
+# (layer POST + PUT, manifest PUT) by 4 clients while 64 connections GET a manifest. The thread
+# count is the largest of /proc/PID/status Threads: read right after each heavy load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${1:-3}
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 SECS=${BENCH_SECONDS:-10}
+ONLY=${BENCH_ONLY:-}
+case $ONLY in '' | writes) ;; *) echo "BENCH_ONLY=$ONLY: unknown (known: writes)" >&2; exit 2 ;; esac
 RANGE="bytes=$((SIZE_MIB << 18))-$(((SIZE_MIB << 19) - 1))"   # the second quarter of the blob
 
 need=()
@@ -46,19 +56,20 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 record() { echo "$1 $2 $3" >> "$RESULTS"; printf '  %-6s %-18s %s\n' "$1" "$2" "$3"; }
-rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+status_field() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }   # PID FIELD, from /proc/PID/status
 
-echo "== data: 3 x $SIZE_MIB MiB random files, a 50 MB 4-layer OCI image"
-for f in mono chunked pull; do head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/$f.bin"; done
-PULL_DIGEST=sha256:$(sha256sum "$WORK/pull.bin" | cut -d' ' -f1)
-h oci-image "$WORK/image" 50 4
+if [ "$ONLY" != writes ]; then   # (the metadata writes need neither the files nor nginx)
+  echo "== data: 3 x $SIZE_MIB MiB random files, a 50 MB 4-layer OCI image"
+  for f in mono chunked pull; do head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/$f.bin"; done
+  PULL_DIGEST=sha256:$(sha256sum "$WORK/pull.bin" | cut -d' ' -f1)
+  h oci-image "$WORK/image" 50 4
 
-echo "== nginx (the ceiling for downloads)"
-NPORT=$(free_port)
-mkdir -p "$WORK/www" "$WORK/nginx"
-chmod 755 "$WORK"   # nginx's workers run as www-data
-ln "$WORK/pull.bin" "$WORK/www/pull.bin"
-cat > "$WORK/nginx/nginx.conf" <<CONF
+  echo "== nginx (the ceiling for downloads)"
+  NPORT=$(free_port)
+  mkdir -p "$WORK/www" "$WORK/nginx"
+  chmod 755 "$WORK"   # nginx's workers run as www-data
+  ln "$WORK/pull.bin" "$WORK/www/pull.bin"
+  cat > "$WORK/nginx/nginx.conf" <<CONF
 daemon off; worker_processes 2; pid $WORK/nginx/pid; error_log stderr error;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; tcp_nopush on;
@@ -66,16 +77,17 @@ http { access_log off; sendfile on; tcp_nopush on;
   uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
   server { listen 127.0.0.1:$NPORT; root $WORK/www; } }
 CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-NGINX_PID=$!
-sleep 0.5
-for _ in $(seq "$ROUNDS"); do
-  s=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
-  record nginx pull "$(echo "$s / 1000000" | bc -l)"
-  s=$(curl -s -o /dev/null -H "Range: $RANGE" -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
-  record nginx pull_range "$(echo "$s / 1000000" | bc -l)"
-done
-kill "$NGINX_PID"; NGINX_PID=
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+  NGINX_PID=$!
+  sleep 0.5
+  for _ in $(seq "$ROUNDS"); do
+    s=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
+    record nginx pull "$(echo "$s / 1000000" | bc -l)"
+    s=$(curl -s -o /dev/null -H "Range: $RANGE" -w '%{speed_download}' "http://127.0.0.1:$NPORT/pull.bin")
+    record nginx pull_range "$(echo "$s / 1000000" | bc -l)"
+  done
+  kill "$NGINX_PID"; NGINX_PID=
+fi
 
 start() { # who port
   local who=$1 port=$2 out
@@ -96,7 +108,7 @@ YML
   PID=$(echo "$out" | tail -1)
   record "$who" startup_ms "$(echo "$out" | awk '/^startup_ms/ {print $2}')"
   sleep 1
-  record "$who" idle_rss_mib "$(echo "$(rss_kib "$PID" VmRSS) / 1024" | bc -l)"
+  record "$who" idle_rss_mib "$(echo "$(status_field "$PID" VmRSS) / 1024" | bc -l)"
 }
 
 # Make a push file's bytes new to the registry (its first 16 bytes name the registry and round):
@@ -127,15 +139,21 @@ mono_push() { # base repo file
 }
 
 
-round() { # who round
-  local who=$1 i=$2 port base s t0
-  port=$(free_port); base=http://127.0.0.1:$port
-  echo "== round $i: $who"
-  start "$who" "$port"
+# The server's thread count right after a heavy load: THREADS keeps the largest of a round's readings
+note_threads() {
+  local n
+  n=$(status_field "$PID" Threads)
+  if [ "$n" -gt "$THREADS" ]; then THREADS=$n; fi
+}
+
+# The parts of a round; they run inside round() and use its who, i, port and base.
+pushes_and_reads() {
+  local s
   fresh "$who$i" "$WORK/mono.bin"; fresh "$who$i" "$WORK/chunked.bin"
   s=$(disk_write "$WORK/mono.bin"); record disk push_mono "$s"; record disk push_chunked "$s"
   record "$who" push_mono "$(mono_push "$base" "bench/mono$i" "$WORK/mono.bin")"
   record "$who" push_chunked "$("$LOADGEN" chunked "$base" "bench/chunked$i" "$WORK/chunked.bin" 16 | awk '{print $2}')"
+  note_threads
   if [ "$i" = 1 ]; then mono_push "$base" bench/pull "$WORK/pull.bin" >/dev/null; fi
   # Steady state, as for nginx above: one unmeasured GET first, so the stored blob is in the page
   # cache (this VM's proactive reclaim evicts idle pages within minutes) for both registries.
@@ -145,15 +163,37 @@ round() { # who round
   s=$(curl -s -o /dev/null -H "Range: $RANGE" -w '%{speed_download}' "$base/v2/bench/pull/blobs/$PULL_DIGEST")
   record "$who" pull_range "$(echo "$s / 1000000" | bc -l)"
   record "$who" small_blobs "$("$LOADGEN" small-blobs "$base" "bench/small$i" 1000 4096 16 | awk '{print $2}')"
+  note_threads
   if [ "$i" = 1 ]; then
-    "$LOADGEN" seed-tags "$base" bench/tags 10000 16
+    "$LOADGEN" seed-tags "$base" bench/tags 10000 16 >/dev/null
     "$LOADGEN" seed-repos "$base" bench/repos 1000 16
   fi
   wrk -t2 -c64 -d"${SECS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "$base/v2/bench/tags/manifests/t00042" > "$WORK/wrk.out"
+  note_threads
   h wrk "$WORK/wrk.out" manifest_get | while read -r k v _; do record "$who" "$k" "$v"; done
   # wrk cannot drive HEAD (it waits for the body Content-Length announces): our own client does
-  "$LOADGEN" load HEAD "$base/v2/bench/pull/blobs/$PULL_DIGEST" 64 "$SECS" | while read -r k v _; do record "$who" "blob_head_$k" "$v"; done
+  "$LOADGEN" load HEAD "$base/v2/bench/pull/blobs/$PULL_DIGEST" 64 "$SECS" > "$WORK/load.out"
+  note_threads
+  while read -r k v _; do record "$who" "blob_head_$k" "$v"; done < "$WORK/load.out"
+}
+
+# One loadgen workload (its arguments after the URL) whose every printed figure is recorded
+loadgen_figures() { # workload args...
+  "$LOADGEN" "$1" "$base" "${@:2}" > "$WORK/load.out"
+  note_threads
+  while read -r k v _; do record "$who" "$k" "$v"; done < "$WORK/load.out"
+}
+
+# Metadata writes (BENCH_ONLY=writes runs only these)
+metadata_writes() {
+  loadgen_figures tag-puts "bench/tagput$i" 2000 16
+  loadgen_figures big-manifest "bench/big$i" 1000 5 16
+  loadgen_figures push-flood "bench/flood$i" 64 4 "$SECS"
+}
+
+listings_and_skopeo() {
+  local t0
   # an unmeasured pass first (directory caches warm, as for a registry in use), then the measured one
   "$LOADGEN" pages "$base" /v2/bench/tags/tags/list 100 > /dev/null
   "$LOADGEN" pages "$base" /v2/bench/tags/tags/list 100 > "$WORK/pages.out"
@@ -171,7 +211,19 @@ round() { # who round
   rm -rf "$WORK/pulled"; t0=$(date +%s.%N)
   skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/skopeo$i:v1" "dir:$WORK/pulled"
   record "$who" skopeo_pull_s "$(echo "$(date +%s.%N) - $t0" | bc -l)"
-  record "$who" peak_rss_mib "$(echo "$(rss_kib "$PID" VmHWM) / 1024" | bc -l)"
+}
+
+round() { # who round
+  local who=$1 i=$2 port base
+  port=$(free_port); base=http://127.0.0.1:$port
+  echo "== round $i: $who"
+  start "$who" "$port"
+  THREADS=0
+  if [ "$ONLY" != writes ]; then pushes_and_reads; fi
+  metadata_writes
+  record "$who" threads "$THREADS"
+  if [ "$ONLY" != writes ]; then listings_and_skopeo; fi
+  record "$who" peak_rss_mib "$(echo "$(status_field "$PID" VmHWM) / 1024" | bc -l)"
   kill "$PID"; while kill -0 "$PID" 2>/dev/null; do sleep 0.05; done; PID=
 }
 
@@ -182,4 +234,5 @@ done
 
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr)"
 echo
-h table "$RESULTS" bench/RESULTS.md "$MACHINE"
+if [ "$ONLY" = writes ]; then OUT=-; else OUT=bench/RESULTS.md; fi
+h table "$RESULTS" "$OUT" "$MACHINE"

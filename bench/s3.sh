@@ -4,21 +4,25 @@
 # started here as in tests/s3/seaweedfs.sh). Blobs are pushed as docker does (POST, one streamed
 # PATCH, closing PUT ?digest=), pulled with GET, and one manifest is fetched repeatedly over one
 # keep-alive connection. Blob GETs go through the registry (storage.redirect disabled on both).
+# Then one manifest is PUT under TAG_PUTS new tags by 16 parallel clients (bench/loadgen.rs tag-puts).
 #
-#   bash bench/s3.sh [RUNS] [BLOB_MIB] [BLOBS] [MANIFEST_GETS]     defaults: 3 runs, 3 blobs of
-#                                                                   64 MiB, 500 manifest GETs
+#   bash bench/s3.sh [RUNS] [BLOB_MIB] [BLOBS] [MANIFEST_GETS] [TAG_PUTS]
+#                    defaults: 3 runs, 3 blobs of 64 MiB, 500 manifest GETs, 1,000 tag PUTs
 # Needs: curl, python3, docker-registry (apt-get install docker-registry), a release build of wharf
-# (built if missing; WHARF_BIN overrides). Prints every run, then medians and ratios.
+# and of the loadgen example (built if missing; WHARF_BIN and LOADGEN_BIN override). Prints every
+# run, then medians and ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 MIB=${2:-64}
 BLOBS=${3:-3}
 GETS=${4:-500}
+TAGS=${5:-1000}
 WHARF=${WHARF_BIN:-target/release/wharf}
+LOADGEN=${LOADGEN_BIN:-target/release/examples/loadgen}
 DIST=${DIST_BIN:-/usr/bin/docker-registry}
 [ -x "$DIST" ] || { echo "needs Distribution: apt-get install docker-registry" >&2; exit 1; }
-[ -x "$WHARF" ] || cargo build --release --locked
+if [ ! -x "$WHARF" ] || [ ! -x "$LOADGEN" ]; then cargo build --release --locked --bins --examples; fi
 export SEAWEED_PORT_BASE=${SEAWEED_PORT_BASE:-5700}
 # shellcheck disable=SC1091  # (shellcheck -x follows it)
 . tests/s3/seaweedfs.sh
@@ -87,7 +91,7 @@ push_blob() { # push_blob <file>: POST, one PATCH with the whole file, PUT ?dige
   echo "$d"
 }
 
-declare -A push pull mget
+declare -A push pull mget tput
 for run in $(seq "$RUNS"); do
   for who in wharf-fs wharf-s3 dist-s3; do   # interleaved so drift on a noisy machine hits all
     start "$who" "$run"
@@ -107,23 +111,25 @@ for run in $(seq "$RUNS"); do
     t=$(now)
     curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' -K "$WORK/urls"
     m=$(echo "$GETS / ($(now) - $t)" | bc -l)
+    tp=$("$LOADGEN" tag-puts "$R" bench/tags "$TAGS" 16 | awk '/^tag_puts_per_s/ {print $2}')
     stop
-    printf 'run %s %-8s push %7.1f MiB/s  pull %7.1f MiB/s  manifest GET %7.0f/s\n' "$run" "$who" "$p" "$g" "$m"
-    push[$who]+="$p "; pull[$who]+="$g "; mget[$who]+="$m "
+    printf 'run %s %-8s push %7.1f MiB/s  pull %7.1f MiB/s  manifest GET %7.0f/s  tag PUT %6.0f/s\n' \
+      "$run" "$who" "$p" "$g" "$m" "$tp"
+    push[$who]+="$p "; pull[$who]+="$g "; mget[$who]+="$m "; tput[$who]+="$tp "
   done
 done
 
 med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 echo
-echo "medians over $RUNS runs ($BLOBS blobs of $MIB MiB, $GETS manifest GETs):"
+echo "medians over $RUNS runs ($BLOBS blobs of $MIB MiB, $GETS manifest GETs, $TAGS tag PUTs by 16 clients):"
 for who in wharf-fs wharf-s3 dist-s3; do
-  printf '  %-8s push %7.1f MiB/s  pull %7.1f MiB/s  manifest GET %7.0f/s\n' "$who" \
-    "$(med "${push[$who]}")" "$(med "${pull[$who]}")" "$(med "${mget[$who]}")"
+  printf '  %-8s push %7.1f MiB/s  pull %7.1f MiB/s  manifest GET %7.0f/s  tag PUT %6.0f/s\n' "$who" \
+    "$(med "${push[$who]}")" "$(med "${pull[$who]}")" "$(med "${mget[$who]}")" "$(med "${tput[$who]}")"
 done
 ratio() { echo "$(med "$1") / $(med "$2")" | bc -l; }
-printf 'Wharf S3 / Wharf filesystem:  push %.2fx  pull %.2fx  manifest GET %.2fx\n' \
+printf 'Wharf S3 / Wharf filesystem:  push %.2fx  pull %.2fx  manifest GET %.2fx  tag PUT %.2fx\n' \
   "$(ratio "${push[wharf-s3]}" "${push[wharf-fs]}")" "$(ratio "${pull[wharf-s3]}" "${pull[wharf-fs]}")" \
-  "$(ratio "${mget[wharf-s3]}" "${mget[wharf-fs]}")"
-printf 'Wharf S3 / Distribution S3:   push %.2fx  pull %.2fx  manifest GET %.2fx\n' \
+  "$(ratio "${mget[wharf-s3]}" "${mget[wharf-fs]}")" "$(ratio "${tput[wharf-s3]}" "${tput[wharf-fs]}")"
+printf 'Wharf S3 / Distribution S3:   push %.2fx  pull %.2fx  manifest GET %.2fx  tag PUT %.2fx\n' \
   "$(ratio "${push[wharf-s3]}" "${push[dist-s3]}")" "$(ratio "${pull[wharf-s3]}" "${pull[dist-s3]}")" \
-  "$(ratio "${mget[wharf-s3]}" "${mget[dist-s3]}")"
+  "$(ratio "${mget[wharf-s3]}" "${mget[dist-s3]}")" "$(ratio "${tput[wharf-s3]}" "${tput[dist-s3]}")"

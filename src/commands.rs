@@ -13,7 +13,7 @@ use crate::storage::fence::{FenceError, FenceRole};
 pub fn run(command: Command, config: Config, hooks: Hooks) -> anyhow::Result<()> {
     match command {
         Command::Serve { .. } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = runtime()?;
             rt.block_on(async {
                 let addr = config.http.socket_addr().map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -50,10 +50,23 @@ pub fn run(command: Command, config: Config, hooks: Hooks) -> anyhow::Result<()>
                 evict: crate::registry::eviction::Eviction::from_config(&config.proxy)
                     .map_err(|e| anyhow::anyhow!("proxy: {e}"))?,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = runtime()?;
             rt.block_on(garbage_collect(config, &hooks, opts, force))
         }
     }
+}
+
+/// Threads the blocking pool (file I/O, hashing, bcrypt) has at most; tokio's default is 512,
+/// one per concurrent file operation under load. The tasks it runs are short (no task waits on a
+/// client: bodies are written and hashed a batch per task), so beyond this they queue, and
+/// memory and context switches stay flat however many connections there are.
+const BLOCKING_THREADS: usize = 16;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
 }
 
 /// `garbage-collect`: take the storage's fence against writers (`storage::fence`), collect,

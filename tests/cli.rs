@@ -128,6 +128,10 @@ fn default_storage_directory_is_user_writable() {
 #[tokio::test]
 async fn registry_storage_inmemory_selects_the_in_memory_driver() {
     let s = Server::start_with("", &[("REGISTRY_STORAGE", "inmemory")]);
+    // The log is read from the server's stderr by another thread: wait for the line.
+    wait_for(std::time::Duration::from_secs(10), || {
+        s.logs().iter().any(|l| l.contains("listening"))
+    });
     let listening = s.logs().into_iter().find(|l| l.contains("listening")).unwrap();
     assert!(listening.contains("storage=inmemory"), "{listening}");
     let d = s.api().post_blob("mem/repo", b"kept in memory").await.unwrap();

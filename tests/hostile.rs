@@ -1745,3 +1745,62 @@ async fn names_that_collide_with_storage_files_are_listed_pulled_and_kept_by_gc(
         assert_pulls(&c, &s, repo, tag, img).await;
     }
 }
+
+/// Uploads whose clients go silent mid-body hold no thread: with four times as many stalled
+/// PATCHes as the blocking pool has threads, pushes and pulls still go through, the server's
+/// thread count stays bounded, and every stalled session resumes to a correct blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_upload_bodies_hold_no_thread_and_pushes_go_on() {
+    const STALLED: usize = 64;
+    let s = Server::start();
+    let api = Api::new(s.url(""));
+    let data: Vec<Vec<u8>> = (0..STALLED).map(|i| random_bytes(600_000, 100 + i as u64)).collect();
+    let mut socks = Vec::new();
+    let mut sessions = Vec::new();
+    for d in &data {
+        let loc = api.start_upload("stall").await.unwrap();
+        let mut sock = TcpStream::connect(s.addr).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            d.len()
+        );
+        sock.write_all(head.as_bytes()).unwrap();
+        sock.write_all(&d[..300_000]).unwrap();
+        socks.push(sock);
+        sessions.push(loc);
+    }
+    // While all of them are silent, a whole push and its pull complete.
+    let img = make_image(7, 50_000);
+    push_image(&client(), &s.url(""), "free", "v1", &img).await.unwrap();
+    let (st, body, _) = get(&client(), &s.url("/v2/free/manifests/v1")).await;
+    assert_eq!((st, body), (200, img.manifest.clone()));
+    let threads: usize = std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(threads <= 40, "{threads} threads with {STALLED} stalled uploads");
+    // The clients come back: each sends the rest of its body, and each blob is whole.
+    for (sock, d) in socks.iter_mut().zip(&data) {
+        sock.write_all(&d[300_000..]).unwrap();
+    }
+    for (mut sock, loc) in socks.into_iter().zip(&sessions) {
+        sock.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut answer = [0u8; 12];
+        sock.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 202", "{loc}");
+    }
+    for (loc, d) in sessions.iter().zip(&data) {
+        let digest = sha256_digest(d);
+        let r = client()
+            .put(s.url(&format!("{loc}?digest={digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{loc}");
+        let (st, body, _) = get(&client(), &s.url(&format!("/v2/stall/blobs/{digest}"))).await;
+        assert_eq!((st, body.len()), (200, d.len()), "{loc}");
+        assert_eq!(sha256_digest(&body), digest);
+    }
+}

@@ -1,8 +1,8 @@
 //! Upload sessions: one flow, two backends. This module is the flow every session follows,
 //! whatever the storage: open it (counted against the caps in `limits`), check each chunk
 //! against the session's offset (416 otherwise), run one request at a time per session, read
-//! the body through the one body loop (`body`: the configured idle timeout, hashing on a
-//! blocking thread beside the store's copy, the same error messages), check the digest, and
+//! the body through the one body loop (`body`: the configured idle timeout, hashing in
+//! batches on the blocking pool beside the store's copy, the same error messages), check the digest, and
 //! link the blob. Where the bytes and the hash state live between requests is the backend's,
 //! chosen once by the driver's capabilities ([`Backend`]):
 //!

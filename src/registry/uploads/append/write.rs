@@ -1,14 +1,13 @@
 //! Writing one request body into an appended session's data file, in steps: open the data file
-//! at the session's size; stream the body through the shared body loop into a writer on a
-//! blocking thread; settle the previous chunk's background flush; flush this chunk (or roll it
+//! at the session's size; stream the body through the shared body loop into the writer, a batch
+//! of chunks at a time on the blocking pool (one write in flight while the next batch arrives,
+//! so no thread waits on a slow client); settle the previous chunk's background flush; flush this chunk (or roll it
 //! back); checkpoint what is durable; answer. With [`Durability::Lagged`] a whole, accepted
 //! chunk is answered before it is flushed (see `append`'s docs); a rejected, failed or
 //! interrupted one, and every [`Durability::Final`] body, is flushed before the answer (an
 //! interrupted one is also checkpointed, so the client can resume without a rehash).
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::super::super::digest::{Algorithm, Hasher};
 use super::super::super::names::{RepoName, UploadId};
@@ -19,18 +18,41 @@ use super::{Durability, Pending, Session};
 use crate::error::{Error, Result};
 use crate::storage::{BlobWriter, DriverError};
 
-/// The data file's writer on its blocking thread, fed through a channel.
-struct DataSink {
-    tx: mpsc::Sender<Bytes>,
+type WriteResult = std::result::Result<(), DriverError>;
+
+/// The data file's writer, fed in batches on the blocking pool ([`body::Batched`]) with the
+/// first failure kept; after one, the sink refuses further chunks.
+struct DataSink(body::Batched<(Box<dyn BlobWriter>, WriteResult)>);
+
+impl DataSink {
+    fn new(writer: Box<dyn BlobWriter>) -> Self {
+        DataSink(body::Batched::new((writer, Ok(())), |(writer, result), batch| {
+            if result.is_ok() {
+                *result = batch.iter().try_for_each(|chunk| writer.write_all(chunk));
+            }
+        }))
+    }
+
+    /// Write what is left; the writer and the first failure, if any.
+    async fn finish(self) -> Result<(Box<dyn BlobWriter>, WriteResult)> {
+        self.0.finish().await
+    }
+
+    /// No failure seen so far (a batch in flight is judged when it has finished).
+    fn healthy(&self) -> bool {
+        self.0.settled().is_none_or(|(_, result)| result.is_ok())
+    }
 }
 
 impl Sink for DataSink {
     async fn accept(&mut self, chunk: Bytes) -> bool {
-        self.tx.send(chunk).await.is_ok()
+        self.0.push(chunk).await.is_ok() && self.healthy()
+    }
+
+    async fn paused(&mut self) -> bool {
+        self.0.send().await.is_ok() && self.healthy()
     }
 }
-
-type WriterTask = JoinHandle<(Box<dyn BlobWriter>, std::result::Result<(), DriverError>)>;
 
 /// What one body did to the data file.
 struct Written {
@@ -67,10 +89,9 @@ impl Registry {
             mut checkpoints,
             pending,
         } = session;
-        let (mut sink, task) = self.open_data(repo, id, start).await?;
+        let mut sink = self.open_data(repo, id, start).await?;
         let pumped = body::pump(body, hasher, self.opts.hooks.timeouts.body_idle, &mut sink).await?;
-        drop(sink);
-        let (writer, result) = task.await.map_err(Error::internal)?;
+        let (writer, result) = sink.finish().await?;
         let received = writer.size() - start;
         let rollback =
             result.is_err() || (pumped.interrupted.is_none() && expected.len.is_some_and(|len| len != received));
@@ -127,25 +148,16 @@ impl Registry {
         })
     }
 
-    /// Open the session's data file for appending at `start`, on a blocking writer thread.
-    async fn open_data(&self, repo: &RepoName, id: &UploadId, start: u64) -> Result<(DataSink, WriterTask)> {
-        let mut writer = self.driver.append_writer(&paths::upload_data(repo, id)).await?;
+    /// Open the session's data file for appending at `start`.
+    async fn open_data(&self, repo: &RepoName, id: &UploadId, start: u64) -> Result<DataSink> {
+        let writer = self.driver.append_writer(&paths::upload_data(repo, id)).await?;
         if writer.size() != start {
             return Err(Error::internal(format!(
                 "upload {id}: data is {} bytes, expected {start}",
                 writer.size()
             )));
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = writer.write_all(&chunk) {
-                    return (writer, Err(e));
-                }
-            }
-            (writer, Ok(()))
-        });
-        Ok((DataSink { tx }, task))
+        Ok(DataSink::new(writer))
     }
 
     /// Flush this chunk before the answer, or cut the file back to `start` if it is refused
