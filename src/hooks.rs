@@ -12,7 +12,7 @@
 //!   `upload-data-written` (an upload's bytes are durable, before its hash-state checkpoint or
 //!   its commit), `blob-after-commit` (a blob is in the content store, not yet linked into its
 //!   repository), `manifest-before-tag` (a manifest's bytes and revision link are written, its
-//!   tags not yet), `tag-link-write` (between a tag's index link and its `current` link),
+//!   tags not yet), `tag-link-write` (just before the tags' index links and `current` links, written together),
 //!   `gc-sweep` (before each object garbage collection removes).
 //! - `WHARF_FAILPOINT_GC_ABORT_AFTER=N`: garbage collection aborts the process (as if killed)
 //!   just before its N+1-th removal.

@@ -137,8 +137,18 @@ impl Registry {
         ps.iter().zip(read).map(|(p, r)| parse_link(p, r)).collect()
     }
 
+    /// Make the link at `p` hold `d`, durably (a link already holding it may be left as it is).
     async fn write_link(&self, p: &StoragePath, d: &Digest) -> Result<()> {
-        Ok(self.driver.put_content(p, Bytes::from(d.to_string())).await?)
+        self.write_links(vec![(p.clone(), d)]).await
+    }
+
+    /// `write_link` of each, durable together, in no order among themselves.
+    async fn write_links(&self, links: Vec<(StoragePath, &Digest)>) -> Result<()> {
+        let items = links
+            .into_iter()
+            .map(|(p, d)| (p, Bytes::from(d.to_string())))
+            .collect();
+        Ok(self.driver.ensure_contents(items).await?)
     }
 
     async fn exists(&self, p: &StoragePath) -> Result<bool> {

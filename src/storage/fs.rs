@@ -270,6 +270,37 @@ impl Driver for FsDriver {
         self.put_now(full, data).await
     }
 
+    /// With fsync on, the items not already held by a file the committer made durable go to
+    /// the committer together; without, each is written as by `put_content`.
+    async fn ensure_contents(&self, items: Vec<(StoragePath, Bytes)>) -> Result<(), DriverError> {
+        let items: Vec<(PathBuf, Bytes)> = items.into_iter().map(|(p, data)| (self.full(&p), data)).collect();
+        let Some(c) = &self.inner.committer else {
+            for (full, data) in items {
+                self.put_now(full, data).await?;
+            }
+            return Ok(());
+        };
+        // Only a file the committer remembers can be skipped; reading it costs a thread hand-off,
+        // so none when it remembers none of them (a new tag's links).
+        let todo = if items.iter().any(|(full, _)| c.may_hold(full)) {
+            self.blocking(move |inner| {
+                let c = inner.committer.as_ref().expect("fsync is on");
+                Ok(items
+                    .into_iter()
+                    .filter(|(full, data)| !c.holds_durably(full, data))
+                    .collect::<Vec<_>>())
+            })
+            .await?
+        } else {
+            items
+        };
+        if todo.is_empty() {
+            return Ok(());
+        }
+        c.submit_all(todo.into_iter().map(|(full, data)| Op::Put { full, data }).collect())
+            .await
+    }
+
     async fn put_content_volatile(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError> {
         self.put_now(self.full(p), data).await
     }

@@ -150,6 +150,17 @@ pub trait Driver: Send + Sync + 'static {
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes, DriverError>;
     /// Atomically replace a small object; durable when this returns.
     async fn put_content(&self, p: &StoragePath, data: Bytes) -> Result<(), DriverError>;
+    /// `put_content` of each item, durable when this returns, but not in any order among
+    /// themselves (a caller that needs one durable before another calls twice): the driver may
+    /// make them durable together, and may skip an object that already holds exactly its
+    /// data and is known durable (so its modification time is not refreshed; a caller that
+    /// wants that calls `put_content`). On an error, some of the items may have been written.
+    async fn ensure_contents(&self, items: Vec<(StoragePath, Bytes)>) -> Result<(), DriverError> {
+        for (p, data) in items {
+            self.put_content(&p, data).await?;
+        }
+        Ok(())
+    }
     /// Atomically replace a small object without waiting for it to be durable: after a crash
     /// of the machine it may be missing or empty (never another object's bytes). For state that
     /// is cheap to lose, such as a just-opened upload session. Drivers whose writes are always

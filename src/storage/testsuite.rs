@@ -85,6 +85,29 @@ async fn suite(d: &dyn Driver) {
     }
     assert!(d.get_content_many(&[]).await.is_empty());
     d.delete(&p("many")).await.unwrap();
+    // several small objects made to hold their data at once: new, unchanged, changed
+    let (e1, e2) = (p("ensure/a/link"), p("ensure/b/link"));
+    d.ensure_contents(vec![
+        (e1.clone(), Bytes::from_static(b"one")),
+        (e2.clone(), Bytes::from_static(b"two")),
+    ])
+    .await
+    .unwrap();
+    d.ensure_contents(vec![
+        (e1.clone(), Bytes::from_static(b"one")),
+        (e2.clone(), Bytes::from_static(b"2")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(&d.get_content(&e1).await.unwrap()[..], b"one");
+    assert_eq!(&d.get_content(&e2).await.unwrap()[..], b"2");
+    d.put_content(&e1, Bytes::from_static(b"uno")).await.unwrap();
+    d.ensure_contents(vec![(e1.clone(), Bytes::from_static(b"one"))])
+        .await
+        .unwrap();
+    assert_eq!(&d.get_content(&e1).await.unwrap()[..], b"one");
+    d.ensure_contents(Vec::new()).await.unwrap();
+    d.delete(&p("ensure")).await.unwrap();
 }
 
 /// Conditional writes and multipart uploads: object stores only.

@@ -218,12 +218,16 @@ impl Registry {
         self.failpoint("manifest-before-tag");
         if !tags.is_empty() {
             self.tag_index.invalidate(repo);
+            // A tag's index entry and its current link are one step of the order: both are
+            // durable before the answer, together (only `current` is read to resolve a tag or
+            // to find a manifest's tags, by Distribution as here).
+            let mut links = Vec::with_capacity(2 * tags.len());
             for tag in tags {
-                self.write_link(&paths::tag_index_link(repo, tag, digest), digest)
-                    .await?;
-                self.failpoint("tag-link-write");
-                self.write_link(&paths::tag_current(repo, tag), digest).await?;
+                links.push((paths::tag_index_link(repo, tag, digest), digest));
+                links.push((paths::tag_current(repo, tag), digest));
             }
+            self.failpoint("tag-link-write");
+            self.write_links(links).await?;
         }
         Ok(())
     }

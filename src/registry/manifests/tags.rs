@@ -35,8 +35,12 @@ impl Registry {
     pub(crate) async fn touch_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> Result<()> {
         let _g = self.repo_lock(repo).await;
         // Only if no newer answer moved the tag meanwhile.
-        if self.read_link(&paths::tag_current(repo, tag)).await?.as_ref() == Some(d) {
-            self.write_link(&paths::tag_current(repo, tag), d).await?;
+        let link = paths::tag_current(repo, tag);
+        if self.read_link(&link).await?.as_ref() == Some(d) {
+            // A real rewrite (not `write_link`, which may leave it as it is): its time is the point.
+            self.driver
+                .put_content(&link, bytes::Bytes::from(d.to_string()))
+                .await?;
         }
         Ok(())
     }

@@ -38,11 +38,19 @@
 //! (or were cancelled after handing them over, which then complete like a blocking task would),
 //! so its memory is bounded by what the callers hold. Dropping the committer lets it finish what
 //! is queued, then joins both threads.
+//!
+//! The committer also remembers (a bounded map, [`Durable`]) the identity of each file it made
+//! durable: device, inode and ctime, which a rename or any later replacement changes. A write of
+//! content a file already holds, whose identity is the one remembered, has nothing left to make
+//! durable (`FsDriver::ensure_contents`): a tag PUT of a manifest already in the repository does
+//! not rewrite its revision link.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +65,58 @@ use crate::storage::{DriverError, StoragePath};
 
 /// The most writes one batch takes; more wait for the next one.
 pub(super) const MAX_BATCH: usize = 256;
+/// The most file identities [`Durable`] remembers (about 40 bytes each); when full it forgets
+/// them all, and the next write of each is done again.
+const DURABLE_CAP: usize = 16 << 10;
+
+/// What identifies one version of a file: a rename or replacement changes its ctime (or inode).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Ident {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl Ident {
+    fn of(md: &Metadata) -> Self {
+        Ident {
+            dev: md.dev(),
+            ino: md.ino(),
+            ctime: md.ctime(),
+            ctime_nsec: md.ctime_nsec(),
+        }
+    }
+}
+
+/// The files the committer made durable (by a hash of their path), with their identity then.
+struct Durable {
+    known: Mutex<HashMap<u64, Ident>>,
+    hasher: RandomState,
+}
+
+impl Durable {
+    fn key(&self, full: &Path) -> u64 {
+        self.hasher.hash_one(full)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Ident>> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, full: &Path, ident: Ident) {
+        let key = self.key(full);
+        let mut known = self.lock();
+        if known.len() >= DURABLE_CAP && !known.contains_key(&key) {
+            known.clear();
+        }
+        known.insert(key, ident);
+    }
+
+    fn get(&self, full: &Path) -> Option<Ident> {
+        self.lock().get(&self.key(full)).copied()
+    }
+}
 
 /// One durable write.
 pub(super) enum Op {
@@ -98,6 +158,7 @@ struct Job {
 struct Queue {
     state: Mutex<State>,
     ready: Condvar,
+    durable: Durable,
     /// Batches committed so far (for tests and curiosity).
     batches: AtomicU64,
 }
@@ -134,6 +195,10 @@ impl Committer {
                 per_file: false,
             }),
             ready: Condvar::new(),
+            durable: Durable {
+                known: Mutex::new(HashMap::new()),
+                hasher: RandomState::new(),
+            },
             batches: AtomicU64::new(0),
         });
         let helper = Helper::start()?;
@@ -149,15 +214,59 @@ impl Committer {
 
     /// Hand `op` to the committer; returns once it is durable (or failed).
     pub(super) async fn submit(&self, op: Op) -> Result<(), DriverError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue.lock().jobs.push_back(Job { op, reply });
+        self.submit_all(vec![op]).await
+    }
+
+    /// Hand `ops` to the committer at once (so they share a batch unless it is full); returns
+    /// once every one is durable, or the first error once every one is done.
+    pub(super) async fn submit_all(&self, ops: Vec<Op>) -> Result<(), DriverError> {
+        let mut answers = Vec::with_capacity(ops.len());
+        {
+            let mut st = self.queue.lock();
+            for op in ops {
+                let (reply, answer) = oneshot::channel();
+                st.jobs.push_back(Job { op, reply });
+                answers.push(answer);
+            }
+        }
         self.queue.ready.notify_one();
-        answer.await.unwrap_or_else(|_| {
-            Err(DriverError::io(
-                "filesystem committer",
-                io::Error::other("the committer stopped before the write was durable"),
-            ))
-        })
+        let mut result = Ok(());
+        for answer in answers {
+            let r = answer.await.unwrap_or_else(|_| {
+                Err(DriverError::io(
+                    "filesystem committer",
+                    io::Error::other("the committer stopped before the write was durable"),
+                ))
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Whether the committer remembers making a file at `full` durable (a cheap first test
+    /// before [`Committer::holds_durably`], without touching the file).
+    pub(super) fn may_hold(&self, full: &Path) -> bool {
+        self.queue.durable.get(full).is_some()
+    }
+
+    /// Whether the file at `full` holds exactly `data` and is the very file the committer made
+    /// durable, so that writing `data` there again would change nothing. Blocking: it reads the
+    /// file.
+    pub(super) fn holds_durably(&self, full: &Path, data: &[u8]) -> bool {
+        let Some(known) = self.queue.durable.get(full) else {
+            return false;
+        };
+        let Ok(mut f) = File::open(full) else {
+            return false;
+        };
+        match f.metadata() {
+            Ok(md) if md.is_file() && Ident::of(&md) == known && md.len() == data.len() as u64 => {}
+            _ => return false,
+        }
+        let mut held = Vec::with_capacity(data.len());
+        f.read_to_end(&mut held).is_ok() && held == data
     }
 
     #[cfg(test)]
@@ -224,7 +333,7 @@ fn run(q: &Queue, root: &Path, helper: Helper) {
         // and the committer goes on with the next batch.
         let carried = std::mem::take(&mut unsynced);
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(batch, per_file, root, carried.clone(), &helper)
+            commit(batch, per_file, root, carried.clone(), &helper, &q.durable)
         })) {
             Ok(failed) => unsynced = failed,
             Err(_) => unsynced = carried,
@@ -302,6 +411,8 @@ struct Item {
     renamed: bool,
     /// A step failed: the write is done again on its own.
     failed: bool,
+    /// A put's file as renamed into place, remembered once it is durable.
+    ident: Option<Ident>,
 }
 
 /// Items with their directories and temporary files made (steps 1-2).
@@ -312,10 +423,17 @@ struct Prepared {
 }
 
 /// Make a batch durable with shared flushes (`per_file`: without `syncfs`), then answer each
-/// caller. `carried` are the
-/// directories whose fsync failed in the batch before; returns those whose fsync failed in this
-/// one (other than those gone).
-fn commit(batch: Vec<Job>, per_file: bool, root: &Path, carried: Vec<PathBuf>, helper: &Helper) -> Vec<PathBuf> {
+/// caller, remembering in `durable` each file a put made durable. `carried` are the directories
+/// whose fsync failed in the batch before; returns those whose fsync failed in this one (other
+/// than those gone).
+fn commit(
+    batch: Vec<Job>,
+    per_file: bool,
+    root: &Path,
+    carried: Vec<PathBuf>,
+    helper: &Helper,
+    durable: &Durable,
+) -> Vec<PathBuf> {
     // Opened before anything of the batch is written: `syncfs` on it reports every write-back
     // error of the filesystem since.
     let witness = File::open(root).ok();
@@ -327,6 +445,7 @@ fn commit(batch: Vec<Job>, per_file: bool, root: &Path, carried: Vec<PathBuf>, h
             tmp: None,
             renamed: false,
             failed: false,
+            ident: None,
         })
         .collect();
     let Prepared { mut items, mut dirty } = helper.prepare(items);
@@ -345,9 +464,18 @@ fn commit(batch: Vec<Job>, per_file: bool, root: &Path, carried: Vec<PathBuf>, h
     // Step 4.
     for it in items.iter_mut().filter(|it| !it.failed) {
         let renamed = match (&it.job.op, it.tmp.take()) {
-            (Op::Put { full, .. }, Some((tmp, _file))) => fs::rename(&tmp, full).inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            }),
+            (Op::Put { full, .. }, Some((tmp, file))) => match fs::rename(&tmp, full) {
+                Ok(()) => {
+                    // The identity after the rename (which sets the ctime), read from the file
+                    // itself: a concurrent replacement of the name cannot be mistaken for it.
+                    it.ident = file.metadata().ok().map(|md| Ident::of(&md));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(e)
+                }
+            },
             (Op::Move { src, dst, .. }, _) => fs::rename(src, dst),
             (Op::Put { .. }, None) => unreachable!("a put that did not fail has its temporary file"),
         };
@@ -377,6 +505,9 @@ fn commit(batch: Vec<Job>, per_file: bool, root: &Path, carried: Vec<PathBuf>, h
         if it.failed || !unsynced.is_empty() {
             alone.push((it, unsynced));
         } else {
+            if let (Op::Put { full, .. }, Some(ident)) = (&it.job.op, it.ident) {
+                durable.record(full, ident);
+            }
             let _ = it.job.reply.send(Ok(()));
         }
     }

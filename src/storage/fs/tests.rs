@@ -321,3 +321,88 @@ async fn without_fsync_writes_go_straight_to_the_blocking_pool() {
     assert_eq!(d.get_content(&p("c/d/link")).await.unwrap(), link(3));
     assert!(d.move_(&p("a/b/link"), &p("c/e")).await.unwrap_err().is_not_found());
 }
+
+/// The identity the committer compares: inode and ctime of the file at `path`.
+fn ident(path: &std::path::Path) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).unwrap();
+    (md.ino(), md.ctime(), md.ctime_nsec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_contents_leaves_a_file_it_made_durable_with_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let (a, b) = (
+        p("r/_manifests/revisions/sha256/x/link"),
+        p("r/_manifests/tags/t/current/link"),
+    );
+    d.put_content(&a, link(1)).await.unwrap();
+    d.ensure_contents(vec![(b.clone(), link(2))]).await.unwrap();
+    let (was_a, was_b) = (ident(&dir.path().join(a.as_str())), ident(&dir.path().join(b.as_str())));
+    let before = d.committer().batches();
+    d.ensure_contents(vec![(a.clone(), link(1)), (b.clone(), link(2))])
+        .await
+        .unwrap();
+    assert_eq!(d.committer().batches(), before, "nothing left to make durable");
+    assert_eq!(ident(&dir.path().join(a.as_str())), was_a);
+    assert_eq!(ident(&dir.path().join(b.as_str())), was_b);
+    // one of the two changed: only it is written, in one batch
+    d.ensure_contents(vec![(a.clone(), link(1)), (b.clone(), link(3))])
+        .await
+        .unwrap();
+    assert_eq!(d.committer().batches(), before + 1);
+    assert_eq!(ident(&dir.path().join(a.as_str())), was_a);
+    assert_ne!(ident(&dir.path().join(b.as_str())), was_b);
+    assert_eq!(d.get_content(&b).await.unwrap(), link(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_contents_rewrites_a_file_replaced_or_changed_behind_the_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let a = p("r/current/link");
+    let full = dir.path().join(a.as_str());
+    d.put_content(&a, link(1)).await.unwrap();
+    // replaced by another writer (registry:2 on the same volume, say) with the same bytes: that
+    // file was never made durable by this committer
+    let tmp = dir.path().join("r/current/other");
+    std::fs::write(&tmp, link(1)).unwrap();
+    std::fs::rename(&tmp, &full).unwrap();
+    let before = d.committer().batches();
+    d.ensure_contents(vec![(a.clone(), link(1))]).await.unwrap();
+    assert_eq!(d.committer().batches(), before + 1, "rewritten");
+    // changed in place to the same length: other bytes
+    let mut other = link(1).to_vec();
+    other[70] = b'f';
+    std::fs::write(&full, &other).unwrap();
+    d.ensure_contents(vec![(a.clone(), link(1))]).await.unwrap();
+    assert_eq!(d.committer().batches(), before + 2, "rewritten");
+    assert_eq!(d.get_content(&a).await.unwrap(), link(1));
+    // a file the committer never wrote (an existing store opened again) is written once, then known
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let before = d.committer().batches();
+    d.ensure_contents(vec![(a.clone(), link(1))]).await.unwrap();
+    d.ensure_contents(vec![(a.clone(), link(1))]).await.unwrap();
+    assert_eq!(d.committer().batches(), before + 1);
+    // deleted: written again
+    d.delete(&p("r")).await.unwrap();
+    d.ensure_contents(vec![(a.clone(), link(1))]).await.unwrap();
+    assert_eq!(d.committer().batches(), before + 2);
+    assert_eq!(d.get_content(&a).await.unwrap(), link(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_contents_of_many_new_files_takes_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FsDriver::new(dir.path(), true).unwrap();
+    let items: Vec<_> = (0..40)
+        .map(|i| (p(&format!("tags/t{i}/current/link")), link(i)))
+        .collect();
+    let before = d.committer().batches();
+    d.ensure_contents(items.clone()).await.unwrap();
+    assert_eq!(d.committer().batches(), before + 1);
+    for (path, data) in items {
+        assert_eq!(d.get_content(&path).await.unwrap(), data);
+    }
+}
