@@ -29,8 +29,12 @@
 //!   `store_manifest`, the only code that creates `_manifests/`) stats the repository's
 //!   `_manifests/` first. If it is absent, or was modified less than [`catalog_young`] ago
 //!   (a concurrent PUT may be creating the repository right now and not have written its
-//!   token yet), the PUT writes a fresh token *after* its writes, whether or not they
-//!   succeeded, and *before* it answers, then drops this process's index.
+//!   token yet), the PUT makes sure a fresh token is written *after* its writes, whether or
+//!   not they succeeded, and *before* it answers, then drops this process's index. Concurrent
+//!   PUTs of one process share that write ([`CatalogIndex::renewal`]): a PUT waits for a
+//!   token write that *began* after its writes, and writes one itself only if none did (in
+//!   the argument below, "it wrote a fresh token" reads "a fresh token write began after...
+//!   and ended before it acknowledged").
 //! - **Readers.** A catalog request reads the token and uses the cached index only if it was
 //!   built under that very token and less than the catalog index age (`Timeouts::catalog_index_max_age`) ago. Otherwise, under a
 //!   rebuild lock (so concurrent misses walk once), it notes the time, reads the token again,
@@ -70,6 +74,7 @@
 //! (5 s), which bounds the staleness they can see. Object stores keep the walk per page.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -254,6 +259,27 @@ pub struct CatalogIndex {
     /// Held while the index is rebuilt, so concurrent misses walk the store once.
     rebuild: tokio::sync::Mutex<()>,
     budget: usize,
+    /// Held while this process writes a fresh token; with the two counters, concurrent PUTs
+    /// share token writes ([`CatalogIndex::renewal`]).
+    renewing: tokio::sync::Mutex<()>,
+    /// Token writes begun by this process (each one's number, from 1).
+    renewals_begun: AtomicU64,
+    /// The number of the last of them that completed.
+    renewal_done: AtomicU64,
+}
+
+/// A caller's share of the token writes: see [`CatalogIndex::renewal`].
+pub struct Renewal<'a> {
+    index: &'a CatalogIndex,
+    _writing: tokio::sync::MutexGuard<'a, ()>,
+    number: u64,
+}
+
+impl Renewal<'_> {
+    /// The token write this renewal stands for succeeded.
+    pub fn done(self) {
+        self.index.renewal_done.store(self.number, Ordering::SeqCst);
+    }
 }
 
 impl Default for CatalogIndex {
@@ -268,7 +294,30 @@ impl CatalogIndex {
             inner: Mutex::new(None),
             rebuild: tokio::sync::Mutex::new(()),
             budget,
+            renewing: tokio::sync::Mutex::new(()),
+            renewals_begun: AtomicU64::new(0),
+            renewal_done: AtomicU64::new(0),
         }
+    }
+
+    /// A caller that needs a fresh token written after now (its change is visible) and before
+    /// it answers: `None` once a token write that began after this call completed (a
+    /// concurrent PUT's), else `Some`, and the caller writes the token and calls
+    /// [`Renewal::done`]. Writes are one at a time, so a burst of PUTs writes about two tokens
+    /// however many there are.
+    pub async fn renewal(&self) -> Option<Renewal<'_>> {
+        // Every write numbered above `seen` begins after this load.
+        let seen = self.renewals_begun.load(Ordering::SeqCst);
+        let writing = self.renewing.lock().await;
+        if self.renewal_done.load(Ordering::SeqCst) > seen {
+            return None;
+        }
+        let number = self.renewals_begun.fetch_add(1, Ordering::SeqCst) + 1;
+        Some(Renewal {
+            index: self,
+            _writing: writing,
+            number,
+        })
     }
 
     /// Names held at most.
@@ -339,6 +388,44 @@ mod tests {
         let short = Duration::from_millis(10);
         assert!(catalog_young(short) > crate::hooks::CATALOG_INDEX_MAX_AGE);
         assert!(catalog_young(day) > day);
+    }
+
+    #[tokio::test]
+    async fn concurrent_renewals_share_one_token_write() {
+        let idx = Arc::new(CatalogIndex::default());
+        // A write is under way when ten more callers arrive: they all wait for it, then
+        // exactly one of them writes (the first write began before they asked).
+        let first = idx.renewal().await.expect("nothing written yet");
+        let mut waiters = Vec::new();
+        for _ in 0..10 {
+            let idx = idx.clone();
+            waiters.push(tokio::spawn(async move {
+                match idx.renewal().await {
+                    Some(r) => {
+                        tokio::task::yield_now().await;
+                        r.done();
+                        true
+                    }
+                    None => false,
+                }
+            }));
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        first.done();
+        let mut wrote = 0;
+        for w in waiters {
+            wrote += w.await.unwrap() as usize;
+        }
+        assert_eq!(wrote, 1, "one shared write for the ten");
+        // a later caller asks after every write began: it writes again
+        let r = idx.renewal().await.expect("a later change needs its own write");
+        // ... and when that write fails (dropped without done), the next caller writes
+        drop(r);
+        let r = idx.renewal().await.expect("a failed write stands for nobody");
+        r.done();
+        assert!(idx.renewal().await.is_some(), "sequential callers each write");
     }
 
     #[test]

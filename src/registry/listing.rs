@@ -208,10 +208,13 @@ impl Registry {
     /// The set of repositories changed (filesystem): write a fresh generation token, after the
     /// change is visible and before it is acknowledged, and drop this process's index.
     pub(super) async fn catalog_changed(&self) -> Result<()> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        self.driver
-            .put_content_volatile(&paths::catalog_marker(), Bytes::from(token))
-            .await?;
+        if let Some(renewal) = self.catalog_index.renewal().await {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            self.driver
+                .put_content_volatile(&paths::catalog_marker(), Bytes::from(token))
+                .await?;
+            renewal.done();
+        }
         self.catalog_index.invalidate();
         Ok(())
     }
