@@ -56,6 +56,17 @@ impl Driver for S3Driver {
         Ok(())
     }
 
+    /// The puts run concurrently (at most [`MANY_IN_FLIGHT`](crate::storage::MANY_IN_FLIGHT)
+    /// at once): each is durable when the store answers it, and the items need no order among
+    /// themselves, so a tag's index and current links cost one round trip instead of two.
+    async fn ensure_contents(&self, items: Vec<(StoragePath, Bytes)>) -> Result<(), DriverError> {
+        futures::stream::iter(items)
+            .map(|(p, data)| async move { self.put_content(&p, data).await })
+            .buffer_unordered(crate::storage::MANY_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
     async fn stat(&self, p: &StoragePath) -> Result<FileInfo, DriverError> {
         let key = self.key(p);
         match self.inner.store.head(&key).await {
