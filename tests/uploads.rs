@@ -150,6 +150,56 @@ async fn a_chunked_upload_survives_a_server_restart() {
     assert_eq!(get_blob(&s, "r", &d).await, (200, data));
 }
 
+/// A session holds no hash state until its first chunk (as registry:2's POST writes none): one
+/// opened just before a restart is still known, empty, and takes its chunks after it.
+#[tokio::test]
+async fn a_session_opened_before_a_restart_takes_its_chunks_after_it() {
+    let mut s = Server::start();
+    let data = random_bytes(300_000, 11);
+    let d = sha256_digest(&data);
+    let l = start_session(&s, "r").await;
+    s.restart();
+    let r = client().get(s.url(&l)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-0");
+    let r = client()
+        .patch(s.url(&l))
+        .header("content-range", "0-99999")
+        .body(data[..100_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"], "0-99999");
+    let r = client()
+        .put(s.url(&format!("{l}?digest={d}")))
+        .body(data[100_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(get_blob(&s, "r", &d).await, (200, data));
+    // a session id nobody opened is still unknown, for every verb
+    let unknown = "/v2/r/blobs/uploads/9d5e3b9e-7c1e-4d53-9f5e-2a6b1c0d4e8f";
+    let r = client()
+        .patch(s.url(unknown))
+        .header("content-range", "0-2")
+        .body(b"abc".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
+    let r = client()
+        .put(s.url(&format!("{unknown}?digest={}", sha256_digest(b"abc"))))
+        .body(b"abc".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
+}
+
 #[tokio::test]
 async fn two_clients_uploading_the_same_blob_at_once_both_succeed_with_one_copy() {
     let s = Server::start();

@@ -64,9 +64,16 @@ enum Durability {
 const WARM_SESSIONS: usize = 256;
 
 impl Registry {
-    /// A new session's offset-0 hash state (see `start_upload`: written without waiting for
-    /// the disk, and never read back).
+    /// A new session's offset-0 hash state, which only records its algorithm (see
+    /// `start_upload`: written without waiting for the disk, and never read back). A sha256
+    /// session writes none, as registry:2's POST writes none: a session without `hashstates/`
+    /// is sha256 (what Distribution assumes of every session). That spares each monolithic
+    /// push two directories and a file to create and remove, and a data block to allocate,
+    /// free and discard: on ext4, a quarter of the small-blob push's kernel time.
     pub(super) async fn append_open(&self, repo: &RepoName, id: &UploadId, alg: Algorithm) -> Result<()> {
+        if alg == Algorithm::Sha256 {
+            return Ok(());
+        }
         let initial = Hasher::new(alg).serialize();
         self.driver
             .put_content_volatile(&paths::upload_hashstate(repo, id, alg, 0), Bytes::from(initial))
@@ -229,12 +236,17 @@ impl Registry {
     /// that size (hashing any bytes past the checkpoint, which only a crash leaves behind).
     async fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
         let unknown = || Error::BlobUploadUnknown(id.clone().into());
-        let algs = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
-            Ok(a) => a,
-            Err(e) if e.is_not_found() => return Err(unknown()),
+        let alg: Algorithm = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
+            Ok(algs) => algs.iter().find_map(|a| a.parse().ok()).ok_or_else(unknown)?,
+            // no checkpoint yet: a sha256 session (`append_open`), if it exists at all
+            Err(e) if e.is_not_found() => {
+                if !self.exists(&paths::upload_startedat(repo, id)).await? {
+                    return Err(unknown());
+                }
+                Algorithm::Sha256
+            }
             Err(e) => return Err(e.into()),
         };
-        let alg: Algorithm = algs.iter().find_map(|a| a.parse().ok()).ok_or_else(unknown)?;
         let data = paths::upload_data(repo, id);
         let size = match self.driver.stat(&data).await {
             Ok(fi) => fi.size,
