@@ -162,11 +162,9 @@ async fn a_session_opened_before_a_restart_takes_its_chunks_after_it() {
     let r = client().get(s.url(&l)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["range"], "0-0");
-    let r = client()
-        .patch(s.url(&l))
-        .header("content-range", "0-99999")
-        .body(data[..100_000].to_vec())
-        .send()
+    let r = s
+        .api()
+        .patch(&l, Some("0-99999".into()), &data[..100_000])
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
@@ -181,13 +179,7 @@ async fn a_session_opened_before_a_restart_takes_its_chunks_after_it() {
     assert_eq!(get_blob(&s, "r", &d).await, (200, data));
     // a session id nobody opened is still unknown, for every verb
     let unknown = "/v2/r/blobs/uploads/9d5e3b9e-7c1e-4d53-9f5e-2a6b1c0d4e8f";
-    let r = client()
-        .patch(s.url(unknown))
-        .header("content-range", "0-2")
-        .body(b"abc".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = s.api().patch(unknown, Some("0-2".into()), b"abc").await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_codes(&r.bytes().await.unwrap()), vec!["BLOB_UPLOAD_UNKNOWN"]);
     let r = client()

@@ -236,14 +236,14 @@ impl Registry {
     /// that size (hashing any bytes past the checkpoint, which only a crash leaves behind).
     async fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<Session> {
         let unknown = || Error::BlobUploadUnknown(id.clone().into());
-        let alg: Algorithm = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
-            Ok(algs) => algs.iter().find_map(|a| a.parse().ok()).ok_or_else(unknown)?,
+        let (alg, has_states): (Algorithm, bool) = match self.driver.list(&paths::upload_hashstates(repo, id)).await {
+            Ok(algs) => (algs.iter().find_map(|a| a.parse().ok()).ok_or_else(unknown)?, true),
             // no checkpoint yet: a sha256 session (`append_open`), if it exists at all
             Err(e) if e.is_not_found() => {
                 if !self.exists(&paths::upload_startedat(repo, id)).await? {
                     return Err(unknown());
                 }
-                Algorithm::Sha256
+                (Algorithm::Sha256, false)
             }
             Err(e) => return Err(e.into()),
         };
@@ -254,7 +254,13 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         let dir = paths::upload_hashstate(repo, id, alg, 0).parent();
-        let mut checkpoints: Vec<u64> = match self.driver.list(&dir).await {
+        // (without `hashstates/` there is nothing to list)
+        let listed = if has_states {
+            self.driver.list(&dir).await
+        } else {
+            Ok(Vec::new())
+        };
+        let mut checkpoints: Vec<u64> = match listed {
             Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
